@@ -1,1 +1,9 @@
+"""Jobs built on the public clients: sampling sweeps, trainer loops, benchmarks.
 
+The client-independent core lives here: the sweep spec and its request keys
+(``sweep_spec``), the SQLite journal (``journal``), the adaptive concurrency
+controller (``aimd``), progress reporting (``progress``), result export
+(``export``), bench figures (``bench_report``) and the trainer's checkpoint
+schedule and resume record (``checkpoint_policy``). This package imports only
+``tinker_actors.wire``, ``tinker_actors.errors`` and ``tinker_actors.clients``.
+"""

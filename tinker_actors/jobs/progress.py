@@ -1,0 +1,192 @@
+"""Progress of a long job: a rich bar on a terminal, log lines elsewhere.
+
+The job updates a :class:`ProgressCounters` (plain attribute writes, no
+locks: everything runs on one trio thread). :func:`open_progress` starts one
+trio task that reads the counters every ``interval`` seconds and either
+redraws a rich progress bar (terminal) or, every ``log_interval`` seconds,
+logs one ``sweep_progress`` structlog line (pipes, CI, notebooks' log files).
+
+rich's ``Live`` refreshes from its own thread unless told otherwise; here it
+is created with ``auto_refresh=False`` and refreshed from the trio task, so
+the library starts no thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+__all__ = ["ProgressCounters", "ProgressSnapshot", "snapshot", "open_progress"]
+
+log = structlog.get_logger()
+
+
+@dataclass
+class ProgressCounters:
+    total: int
+    done: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    errors: int = 0
+    skipped: int = 0  # already done in the journal when this run started
+    started_at: float | None = None  # trio time; set by open_progress
+    # (time, finished) samples for the rate over a sliding window
+    _history: list[tuple[float, int]] = field(default_factory=list, repr=False)
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    total: int
+    done: int
+    failed: int
+    in_flight: int
+    retries: int
+    errors: int
+    elapsed: float
+    rate: float  # finished requests per second over the recent window
+    eta: float | None  # seconds; None while the rate is unknown
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {
+            "total": self.total,
+            "done": self.done,
+            "failed": self.failed,
+            "in_flight": self.in_flight,
+            "retries": self.retries,
+            "errors": self.errors,
+            "elapsed_s": round(self.elapsed, 3),
+            "rate_per_s": round(self.rate, 3),
+            "eta_s": None if self.eta is None else round(self.eta, 1),
+        }
+
+
+def snapshot(counters: ProgressCounters, now: float, *, window: float = 30.0) -> ProgressSnapshot:
+    """Read the counters at ``now``; the rate is over the last ``window`` seconds.
+
+    Work skipped because the journal already had it does not count toward
+    the rate, so a resumed sweep's ETA is not wildly optimistic.
+    """
+    started = counters.started_at if counters.started_at is not None else now
+    fresh = counters.finished - counters.skipped
+    hist = counters._history
+    if not hist and now > started:
+        hist.append((started, 0))  # the run began with nothing finished
+    hist.append((now, fresh))
+    while len(hist) > 2 and hist[1][0] <= now - window:
+        hist.pop(0)
+    t0, n0 = hist[0]
+    rate = (fresh - n0) / (now - t0) if now - t0 > 0 else 0.0
+    remaining = max(0, counters.total - counters.finished)
+    eta = remaining / rate if rate > 0 else (0.0 if remaining == 0 else None)
+    return ProgressSnapshot(
+        total=counters.total,
+        done=counters.done,
+        failed=counters.failed,
+        in_flight=counters.in_flight,
+        retries=counters.retries,
+        errors=counters.errors,
+        elapsed=now - started,
+        rate=rate,
+        eta=eta,
+    )
+
+
+def _fmt_eta(eta: float | None) -> str:
+    if eta is None:
+        return "--:--"
+    eta = int(eta)
+    h, rest = divmod(eta, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class _RichView:
+    def __init__(self, console: Console, description: str, total: int) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("in flight {task.fields[in_flight]}"),
+            TextColumn("{task.fields[rate]:.1f}/s"),
+            TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("retries {task.fields[retries]}"),
+            TextColumn("[red]errors {task.fields[errors]}"),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,  # no refresh thread: the trio task refreshes
+            transient=False,
+        )
+        self.task: TaskID = self.progress.add_task(
+            description, total=total, in_flight=0, rate=0.0, eta="--:--", retries=0, errors=0
+        )
+
+    def show(self, snap: ProgressSnapshot) -> None:
+        self.progress.update(
+            self.task,
+            completed=snap.done + snap.failed,
+            total=snap.total,
+            in_flight=snap.in_flight,
+            rate=snap.rate,
+            eta=_fmt_eta(snap.eta),
+            retries=snap.retries,
+            errors=snap.errors,
+        )
+        self.progress.refresh()
+
+
+@contextlib.asynccontextmanager
+async def open_progress(
+    counters: ProgressCounters,
+    *,
+    description: str = "sweep",
+    console: Console | None = None,
+    interval: float = 0.5,
+    log_interval: float = 10.0,
+    terminal: bool | None = None,
+) -> AsyncIterator[ProgressCounters]:
+    """Report ``counters`` for the life of the block; one final report on exit.
+
+    ``terminal`` forces the mode; by default it is the console's ``is_terminal``.
+    """
+    console = console or Console()
+    use_rich = console.is_terminal if terminal is None else terminal
+    counters.started_at = trio.current_time()
+    view = _RichView(console, description, counters.total) if use_rich else None
+
+    def report(final: bool = False) -> None:
+        snap = snapshot(counters, trio.current_time())
+        if view is not None:
+            view.show(snap)
+        else:
+            log.info("sweep_progress_final" if final else "sweep_progress", job=description, **snap.as_dict())
+
+    async def ticker() -> None:
+        step = interval if view is not None else log_interval
+        while True:
+            await trio.sleep(step)
+            report()
+
+    if view is not None:
+        view.progress.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            try:
+                yield counters
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        report(final=True)
+        if view is not None:
+            view.progress.stop()
