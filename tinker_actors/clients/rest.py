@@ -1,0 +1,227 @@
+"""RestClient: training runs, checkpoints, sessions and samplers.
+
+Names follow the official SDK 0.38 (plus ``get_checkpoint_archive_url``, which
+tinkex keeps and the SDK dropped). Every method returns an
+:class:`~tinker_actors.clients.futures.APIFuture` and takes the per-call
+options of ``clients._base``. ``tinker://<run>/<kind>/<name>`` paths are
+parsed here; a malformed one is a ValidationError before anything is sent.
+Paged listings also have async iterators (``iter_training_runs``,
+``iter_user_checkpoints``) that follow the cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+import msgspec
+
+from ..errors import ValidationError
+from ..transport.options import SignedURL
+from ..wire import types as wt
+from ._base import ClientContext, RawView, take_options
+from .futures import APIFuture
+
+__all__ = ["RestClient", "ParsedTinkerPath", "parse_tinker_path"]
+
+AccessScope = Literal["owned", "accessible"]
+_KINDS = ("weights", "sampler_weights", "external_weights")
+
+
+class ParsedTinkerPath(msgspec.Struct, frozen=True):
+    training_run_id: str
+    kind: str
+    name: str
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The REST checkpoint id: ``<kind>/<name>``."""
+        return f"{self.kind}/{self.name}"
+
+
+def parse_tinker_path(path: str) -> ParsedTinkerPath:
+    """Split ``tinker://<run>/<weights|sampler_weights|external_weights>/<name>``."""
+    prefix = "tinker://"
+    if not isinstance(path, str) or not path.startswith(prefix):
+        raise ValidationError(f"not a tinker path: {path!r}", field="tinker_path")
+    parts = path[len(prefix):].split("/")
+    if len(parts) != 3 or not all(parts) or parts[1] not in _KINDS:
+        raise ValidationError(
+            f"a tinker path is tinker://<run>/<{'|'.join(_KINDS)}>/<name>, got {path!r}", field="tinker_path"
+        )
+    return ParsedTinkerPath(parts[0], parts[1], parts[2])
+
+
+class RestClient:
+    """REST calls over the service's session; see the module docstring."""
+
+    def __init__(self, ctx: ClientContext) -> None:
+        self._ctx = ctx
+
+    def __repr__(self) -> str:
+        return f"RestClient(base_url={self._ctx.base_url!r})"
+
+    @property
+    def with_raw_response(self) -> RawView:
+        return RawView(self)
+
+    def _rest(self, name: str, call: Callable[[Any, dict[str, Any]], Any], raw_response: bool,
+              options: dict[str, Any]) -> APIFuture[Any]:
+        opts = take_options(name, options)
+        rest = self._ctx.api.rest
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            return await call(rest.with_raw_response if raw_response else rest, opts)
+
+        return self._ctx.start(name, run)
+
+    # -- training runs ---------------------------------------------------------------------------
+
+    def get_training_run(self, training_run_id: str, access_scope: AccessScope = "owned", *,
+                         raw_response: bool = False, **options: Any) -> APIFuture[wt.TrainingRun]:
+        """One training run (``corrupted`` tells a poisoned run apart)."""
+        return self._rest("get_training_run", lambda r, o: r.get_training_run(
+            training_run_id=training_run_id, access_scope=access_scope, **o), raw_response, options)
+
+    def get_training_run_by_tinker_path(self, tinker_path: str, access_scope: AccessScope = "owned", *,
+                                        raw_response: bool = False, **options: Any) -> APIFuture[wt.TrainingRun]:
+        """The training run a checkpoint path belongs to."""
+        run_id = parse_tinker_path(tinker_path).training_run_id
+        return self.get_training_run(run_id, access_scope, raw_response=raw_response, **options)
+
+    def list_training_runs(self, limit: int = 20, offset: int = 0, access_scope: AccessScope = "owned",
+                           project_id: str | None = None, *, raw_response: bool = False,
+                           **options: Any) -> APIFuture[wt.TrainingRunsResponse]:
+        """A page of training runs; ``response.cursor`` says where the next page starts."""
+        return self._rest("list_training_runs", lambda r, o: r.list_training_runs(
+            limit=limit, offset=offset, access_scope=access_scope, project_id=project_id, **o),
+            raw_response, options)
+
+    async def iter_training_runs(self, page_size: int = 20, access_scope: AccessScope = "owned",
+                                 **options: Any) -> AsyncIterator[wt.TrainingRun]:
+        """Every training run, page by page, following the cursor."""
+        offset = 0
+        while True:
+            page = await self.list_training_runs(page_size, offset, access_scope, **options)
+            for run in page.training_runs:
+                yield run
+            offset += len(page.training_runs)
+            if not page.training_runs or offset >= page.cursor.total_count:
+                return
+
+    def get_weights_info_by_tinker_path(self, tinker_path: str, *, raw_response: bool = False,
+                                        **options: Any) -> APIFuture[wt.WeightsInfoResponse]:
+        """Base model, LoRA rank and trained parts of a checkpoint."""
+        parse_tinker_path(tinker_path)
+        return self._rest("get_weights_info_by_tinker_path", lambda r, o: r.weights_info(
+            wt.WeightsInfoRequest(tinker_path=tinker_path), **o), raw_response, options)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def list_checkpoints(self, training_run_id: str, *, raw_response: bool = False,
+                         **options: Any) -> APIFuture[wt.CheckpointsListResponse]:
+        """A training run's checkpoints."""
+        return self._rest("list_checkpoints", lambda r, o: r.list_checkpoints(
+            training_run_id=training_run_id, **o), raw_response, options)
+
+    def list_user_checkpoints(self, limit: int = 100, offset: int = 0, *, raw_response: bool = False,
+                              **options: Any) -> APIFuture[wt.CheckpointsListResponse]:
+        """A page of all your checkpoints, newest first."""
+        return self._rest("list_user_checkpoints", lambda r, o: r.list_user_checkpoints(
+            limit=limit, offset=offset, **o), raw_response, options)
+
+    async def iter_user_checkpoints(self, page_size: int = 100, **options: Any) -> AsyncIterator[wt.Checkpoint]:
+        """Every checkpoint you own, following the cursor."""
+        offset = 0
+        while True:
+            page = await self.list_user_checkpoints(page_size, offset, **options)
+            for ckpt in page.checkpoints:
+                yield ckpt
+            offset += len(page.checkpoints)
+            total = page.cursor.total_count if page.cursor is not None else offset
+            if not page.checkpoints or offset >= total:
+                return
+
+    def delete_checkpoint(self, training_run_id: str, checkpoint_id: str, *, raw_response: bool = False,
+                          **options: Any) -> APIFuture[None]:
+        """Delete one checkpoint (``checkpoint_id`` is ``weights/<name>`` or ``sampler_weights/<name>``)."""
+        return self._rest("delete_checkpoint", lambda r, o: r.delete_checkpoint(
+            training_run_id=training_run_id, checkpoint_id=checkpoint_id, **o), raw_response, options)
+
+    def delete_checkpoint_from_tinker_path(self, tinker_path: str, *, raw_response: bool = False,
+                                           **options: Any) -> APIFuture[None]:
+        p = parse_tinker_path(tinker_path)
+        return self.delete_checkpoint(p.training_run_id, p.checkpoint_id, raw_response=raw_response, **options)
+
+    def publish_checkpoint_from_tinker_path(self, tinker_path: str, *, raw_response: bool = False,
+                                            **options: Any) -> APIFuture[None]:
+        """Make a checkpoint readable by others."""
+        p = parse_tinker_path(tinker_path)
+        return self._rest("publish_checkpoint_from_tinker_path", lambda r, o: r.publish_checkpoint(
+            training_run_id=p.training_run_id, checkpoint_id=p.checkpoint_id, **o), raw_response, options)
+
+    def unpublish_checkpoint_from_tinker_path(self, tinker_path: str, *, raw_response: bool = False,
+                                              **options: Any) -> APIFuture[None]:
+        p = parse_tinker_path(tinker_path)
+        return self._rest("unpublish_checkpoint_from_tinker_path", lambda r, o: r.unpublish_checkpoint(
+            training_run_id=p.training_run_id, checkpoint_id=p.checkpoint_id, **o), raw_response, options)
+
+    def set_checkpoint_ttl_from_tinker_path(self, tinker_path: str, ttl_seconds: int | None, *,
+                                            raw_response: bool = False, **options: Any) -> APIFuture[None]:
+        """Expire a checkpoint ``ttl_seconds`` from now (None: never)."""
+        p = parse_tinker_path(tinker_path)
+        return self._rest("set_checkpoint_ttl_from_tinker_path", lambda r, o: r.set_checkpoint_ttl(
+            wt.CheckpointTtlRequest(ttl_seconds=ttl_seconds),
+            training_run_id=p.training_run_id, checkpoint_id=p.checkpoint_id, **o), raw_response, options)
+
+    def get_checkpoint_archive_url(self, training_run_id: str, checkpoint_id: str, *,
+                                   raw_response: bool = False, **options: Any) -> APIFuture[SignedURL]:
+        """A signed URL to download the checkpoint as a tar, with ``expires_at``."""
+        return self._rest("get_checkpoint_archive_url", lambda r, o: r.get_checkpoint_archive_url(
+            training_run_id=training_run_id, checkpoint_id=checkpoint_id, **o), raw_response, options)
+
+    def get_checkpoint_archive_url_from_tinker_path(self, tinker_path: str, *, raw_response: bool = False,
+                                                    **options: Any) -> APIFuture[SignedURL]:
+        p = parse_tinker_path(tinker_path)
+        return self.get_checkpoint_archive_url(p.training_run_id, p.checkpoint_id,
+                                               raw_response=raw_response, **options)
+
+    def get_external_weights_urls(self, tinker_path: str, *, raw_response: bool = False,
+                                  **options: Any) -> APIFuture[wt.ExternalWeightsUrlsResponse]:
+        p = parse_tinker_path(tinker_path)
+        return self._rest("get_external_weights_urls", lambda r, o: r.get_external_weights_urls(
+            training_run_id=p.training_run_id, checkpoint_id=p.checkpoint_id, **o), raw_response, options)
+
+    # -- sessions and samplers --------------------------------------------------------------------
+
+    def get_session(self, session_id: str, access_scope: AccessScope = "owned", *, raw_response: bool = False,
+                    **options: Any) -> APIFuture[wt.GetSessionResponse]:
+        """The training runs and samplers a session created."""
+        return self._rest("get_session", lambda r, o: r.get_session(
+            session_id=session_id, access_scope=access_scope, **o), raw_response, options)
+
+    def list_sessions(self, limit: int = 20, offset: int = 0, access_scope: AccessScope = "owned", *,
+                      raw_response: bool = False, **options: Any) -> APIFuture[wt.ListSessionsResponse]:
+        return self._rest("list_sessions", lambda r, o: r.list_sessions(
+            limit=limit, offset=offset, access_scope=access_scope, **o), raw_response, options)
+
+    def get_sampler(self, sampler_id: str, *, raw_response: bool = False,
+                    **options: Any) -> APIFuture[wt.GetSamplerResponse]:
+        """A sampler's base model and weights path."""
+        return self._rest("get_sampler", lambda r, o: r.get_sampler(sampler_id=sampler_id, **o),
+                          raw_response, options)
+
+    def assign_session_project(self, session_id: str, project_id: str, *, raw_response: bool = False,
+                               **options: Any) -> APIFuture[None]:
+        return self._rest("assign_session_project", lambda r, o: r.set_session_project(
+            wt.SetSessionProjectRequest(project_id=project_id), session_id=session_id, **o), raw_response, options)
+
+    def get_server_capabilities(self, *, raw_response: bool = False,
+                                **options: Any) -> APIFuture[wt.GetServerCapabilitiesResponse]:
+        opts = take_options("get_server_capabilities", options)
+        svc = self._ctx.api.service
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            return await (svc.with_raw_response if raw_response else svc).get_server_capabilities(**opts)
+
+        return self._ctx.start("get_server_capabilities", run)

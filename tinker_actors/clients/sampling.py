@@ -1,0 +1,271 @@
+"""SamplingClient: sample from a base model or saved weights; prompt logprobs.
+
+``sample`` submits through the runtime's sampling admission (a FIFO budget of
+concurrent requests and estimated bytes; a 429 resubmits the same body, same
+seq_id), then waits on the poller. Protocol rules it follows:
+
+* every sampled sequence gets its ``sequence_id`` from the submit's
+  ``sample_sequence_ids``. A server that does not send them gets synthesized
+  ids (``<request_id>:<i>``) instead of a failure: the official SDK cannot
+  sample from such a server; we can;
+* a 410 on the future means the server forgot it: the sample is resubmitted
+  with a *new* seq_id (up to ``max_resubmits`` times).
+
+A SamplingClient is picklable and has a string handle
+(:meth:`get_sampler_handle` / :meth:`from_sampler_handle`); neither carries
+credentials. Unpickled in a process with an open ServiceClient for the same
+base URL, it samples through that service; otherwise it must be attached with
+``SamplingClient.from_sampler_handle(handle, service_client)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import structlog
+
+from ..errors import GoneError, ServiceClosedError
+from ..runtime.admission import estimate_bytes
+from ..wire import types as wt
+from ._base import ClientContext, RawView, take_options
+from .futures import APIFuture
+from .tokenizer import load_tokenizer
+
+__all__ = ["SamplingClient", "register_context"]
+
+log = structlog.get_logger()
+
+_SEQ_STRIDE = 1_000_000_000
+MAX_RESUBMITS = 5
+
+# The open contexts of this process, newest last, so an unpickled client can
+# find a service to sample through without carrying credentials.
+_CONTEXTS: list[weakref.ref[ClientContext]] = []
+
+
+def register_context(ctx: ClientContext) -> None:
+    _CONTEXTS.append(weakref.ref(ctx))
+
+
+def _find_context(base_url: str | None) -> ClientContext | None:
+    for ref in reversed(_CONTEXTS):
+        ctx = ref()
+        if ctx is not None and not ctx.closed and (base_url is None or ctx.base_url == base_url):
+            return ctx
+    return None
+
+
+class SamplingClient:
+    """Samples from one sampler (``sampling_session_id``); see the module docstring."""
+
+    def __init__(
+        self,
+        ctx: ClientContext | None,
+        sampling_session_id: str,
+        *,
+        base_model: str | None = None,
+        model_path: str | None = None,
+        record_stability_info: bool = False,
+        base_url: str | None = None,
+        clone_id: int = 0,
+    ) -> None:
+        self._ctx = ctx
+        self.sampling_session_id = sampling_session_id
+        self.base_model = base_model
+        self.model_path = model_path
+        self.record_stability_info = record_stability_info
+        self._base_url = base_url or (ctx.base_url if ctx is not None else None)
+        self._clone_id = clone_id
+        self._next_seq = clone_id * _SEQ_STRIDE
+
+    def __repr__(self) -> str:
+        return f"SamplingClient(sampling_session_id={self.sampling_session_id!r}, base_model={self.base_model!r})"
+
+    @property
+    def with_raw_response(self) -> RawView:
+        return RawView(self)
+
+    def _context(self) -> ClientContext:
+        if self._ctx is None or self._ctx.closed:
+            self._ctx = _find_context(self._base_url)
+        if self._ctx is None:
+            raise ServiceClosedError(
+                "this SamplingClient has no open service in this process; "
+                "use SamplingClient.from_sampler_handle(handle, service_client)"
+            )
+        return self._ctx
+
+    def _reserve_seq_id(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def sample(
+        self,
+        prompt: wt.ModelInput,
+        num_samples: int,
+        sampling_params: wt.SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: wt.TensorData | None = None,
+        prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None,
+        *,
+        raw_response: bool = False,
+        **options: Any,
+    ) -> APIFuture[wt.SampleResponse]:
+        """Generate ``num_samples`` continuations of ``prompt``.
+
+        Options as in the SDK (protocol §4): ``include_prompt_logprobs`` scores
+        the prompt (element 0 is None), ``topk_prompt_logprobs`` /
+        ``topk_sample_logprobs`` return the k best alternatives per position,
+        ``target_prompt_logprobs`` scores given token ids per prompt position,
+        ``prompt_alt_tokens_k`` draws k alternatives per prompt position,
+        ``prompt_logprobs_last_n`` scores only the last n prompt tokens.
+        """
+        if num_samples < 1:
+            raise ValueError("num_samples must be at least 1")
+        opts = take_options("sample", options)
+        ctx = self._context()
+
+        def build(seq_id: int) -> wt.SampleRequest:
+            return wt.SampleRequest(
+                num_samples=num_samples,
+                prompt=prompt,
+                sampling_params=sampling_params,
+                sampling_session_id=self.sampling_session_id,
+                seq_id=seq_id,
+                prompt_logprobs=include_prompt_logprobs or prompt_logprobs_last_n is not None,
+                topk_prompt_logprobs=topk_prompt_logprobs,
+                topk_sample_logprobs=topk_sample_logprobs,
+                target_prompt_logprobs=target_prompt_logprobs,
+                prompt_alt_tokens_k=prompt_alt_tokens_k,
+                prompt_logprobs_last_n=prompt_logprobs_last_n,
+                record_stability_info=self.record_stability_info or None,
+            )
+
+        try:
+            prompt_tokens = prompt.length
+        except ValueError:
+            prompt_tokens = 0
+        estimated = estimate_bytes(prompt_tokens + (sampling_params.max_tokens or 0) * num_samples)
+        first_seq = self._reserve_seq_id()
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            seq_id = first_seq
+            for attempt in range(MAX_RESUBMITS + 1):
+                request = build(seq_id)
+                sampling = ctx.api.sampling
+                if raw_response:
+                    return await ctx.admission.submit(
+                        lambda: sampling.with_raw_response.asample(request, **opts), estimated_bytes=estimated
+                    )
+                ack = await ctx.admission.submit(lambda: sampling.asample(request, **opts), estimated_bytes=estimated)
+                try:
+                    response = await ctx.resolve(
+                        fut, ack.request_id, wt.SampleResponse, "Sample",
+                        sampling_session_id=self.sampling_session_id,
+                    )
+                except GoneError:
+                    if attempt == MAX_RESUBMITS:
+                        raise
+                    # The server forgot this request; the protocol says resubmit under a new seq_id.
+                    seq_id = self._reserve_seq_id()
+                    log.info("sample_resubmit_after_410", request_id=ack.request_id, attempt=attempt + 1)
+                    continue
+                return _with_sequence_ids(response, ack, num_samples)
+            raise AssertionError("unreachable")
+
+        return ctx.start("sample", run)
+
+    def compute_logprobs(
+        self, prompt: wt.ModelInput, prompt_logprobs_last_n: int | None = None, **options: Any
+    ) -> APIFuture[list[float | None]]:
+        """Logprob of every prompt token given the ones before it (element 0 is None)."""
+        sampled = self.sample(
+            prompt, 1, wt.SamplingParams(max_tokens=1), include_prompt_logprobs=True,
+            prompt_logprobs_last_n=prompt_logprobs_last_n, **options,
+        )
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            response = await sampled
+            fut.set_request_id(sampled.request_id)
+            return response.prompt_logprobs_list or []
+
+        return self._context().start("compute_logprobs", run, on_cancel=lambda _: sampled.cancel())
+
+    # -- facts ------------------------------------------------------------------------------------
+
+    def get_base_model(self) -> str | None:
+        return self.base_model
+
+    def get_tokenizer(self) -> Any:
+        """The tokenizer of the base model (byte tokenizer for local models)."""
+        return load_tokenizer(None, self.base_model)
+
+    # -- handles and pickling -------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "sampling_session_id": self.sampling_session_id,
+            "base_model": self.base_model,
+            "model_path": self.model_path,
+            "record_stability_info": self.record_stability_info,
+            "base_url": self._base_url,
+        }
+
+    def get_sampler_handle(self) -> str:
+        """A credential-free string naming this sampler; any process can sample with it."""
+        payload = json.dumps(self._state(), separators=(",", ":"))
+        return base64.urlsafe_b64encode(payload.encode()).decode()
+
+    @staticmethod
+    def from_sampler_handle(handle: str, service_client: Any = None) -> SamplingClient:
+        """A client for the sampler behind ``handle``, sampling through ``service_client``
+        (or, when omitted, the open ServiceClient of this process for the same base URL)."""
+        state = json.loads(base64.urlsafe_b64decode(handle.encode()))
+        ctx = getattr(service_client, "_ctx", None)
+        return _rebuild(state, ctx)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_unpickle, (self._state(),))
+
+
+def _rebuild(state: Mapping[str, Any], ctx: ClientContext | None) -> SamplingClient:
+    # A copy draws a fresh seq_id range so two processes never reuse a seq_id.
+    return SamplingClient(
+        ctx,
+        state["sampling_session_id"],
+        base_model=state.get("base_model"),
+        model_path=state.get("model_path"),
+        record_stability_info=bool(state.get("record_stability_info")),
+        base_url=state.get("base_url"),
+        clone_id=random.randint(1, 1_000_000),
+    )
+
+
+def _unpickle(state: Mapping[str, Any]) -> SamplingClient:
+    return _rebuild(state, None)
+
+
+def _with_sequence_ids(response: wt.SampleResponse, ack: Any, num_samples: int) -> wt.SampleResponse:
+    ids = list(getattr(ack, "sample_sequence_ids", None) or [])
+    if len(ids) != len(response.sequences):
+        # Older servers send none: synthesize stable ids rather than fail.
+        if ids:
+            log.warning("sample_sequence_ids_mismatch", expected=len(response.sequences), got=len(ids))
+        ids = [f"{ack.request_id}:{i}" for i in range(len(response.sequences))]
+    sequences = [
+        seq if seq.sequence_id else msgspec.structs.replace(seq, sequence_id=sid)
+        for seq, sid in zip(response.sequences, ids, strict=True)
+    ]
+    return msgspec.structs.replace(response, sequences=sequences)

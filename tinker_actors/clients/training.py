@@ -1,0 +1,512 @@
+"""TrainingClient: forward/backward, optimizer steps, checkpoints of one LoRA model.
+
+Every operation returns at once with an :class:`APIFuture`; its seq_id is
+reserved *when the method is called*, and the runtime's training sequencer
+sends the POSTs strictly in that order, each as soon as the previous POST
+returned (not its result). So::
+
+    fb = training.forward_backward(batch, "cross_entropy")
+    opt = training.optim_step(AdamParams(learning_rate=1e-3))
+    await fb; await opt
+
+puts both requests on the same server clock cycle (user-needs priority 5).
+
+forward_backward larger than the server's chunk limits (1024 datums, ~5 MB)
+is split into chunks with consecutive seq_ids; outputs are concatenated and
+metrics combined by their ``name:reduction`` suffix (``clients.chunking``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import structlog
+import trio
+
+from ..wire import types as wt
+from ._base import ClientContext, RawView, take_options
+from .chunking import combine_outputs, plan_chunks
+from .futures import APIFuture
+from .tokenizer import load_tokenizer
+
+__all__ = ["TrainingClient"]
+
+log = structlog.get_logger()
+
+
+class TrainingClient:
+    """One model's training operations (see module docstring)."""
+
+    def __init__(
+        self,
+        ctx: ClientContext,
+        model_id: str,
+        *,
+        base_model: str | None = None,
+        first_seq_id: int = 1,
+    ) -> None:
+        self._ctx = ctx
+        self.model_id = model_id
+        self.base_model = base_model
+        self._sequencer = ctx.sequencer(model_id, first_seq_id=first_seq_id)
+        self._info: wt.GetInfoResponse | None = None
+
+    def __repr__(self) -> str:
+        return f"TrainingClient(model_id={self.model_id!r}, base_model={self.base_model!r})"
+
+    @property
+    def with_raw_response(self) -> RawView:
+        return RawView(self)
+
+    # -- the ordered submit -----------------------------------------------------------------
+
+    async def _submit(self, seq_id: int, post: Callable[[], Any]) -> Any:
+        return await self._sequencer.submit(seq_id, post)
+
+    def _ordered(
+        self,
+        name: str,
+        request_type: str,
+        result_type: Any,
+        build: Callable[[int], Any],
+        send: Callable[[Any, bool], Any],
+        raw_response: bool,
+    ) -> APIFuture[Any]:
+        """One non-chunked ordered operation: reserve a seq_id now, POST in turn, poll."""
+        seq_id = self._sequencer.reserve(1)[0]
+        ctx = self._ctx
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            request = build(seq_id)
+            answer = await self._submit(seq_id, lambda: send(request, raw_response))
+            if raw_response:
+                return answer
+            return await ctx.resolve(fut, answer.request_id, result_type, request_type)
+
+        fut = ctx.start(name, run)
+        return fut
+
+    # -- forward / backward -------------------------------------------------------------------
+
+    def _fwdbwd(
+        self,
+        name: str,
+        data: Sequence[wt.Datum],
+        loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None,
+        *,
+        forward_only: bool,
+        raw_response: bool,
+        options: Mapping[str, Any],
+        seq_ids: list[int] | None = None,
+        chunks: list[list[wt.Datum]] | None = None,
+    ) -> APIFuture[Any]:
+        opts = take_options(name, options)
+        if loss_fn not in wt.LOSS_FN_TYPES:
+            raise ValueError(f"unknown loss_fn {loss_fn!r}; expected one of {', '.join(wt.LOSS_FN_TYPES)}")
+        flags = self._ctx.flags
+        if chunks is None:
+            chunks = plan_chunks(
+                list(data), max_len=flags.fwdbwd_max_chunk_len, max_bytes=flags.fwdbwd_max_chunk_bytes_count
+            )
+        if seq_ids is None:
+            seq_ids = self._sequencer.reserve(len(chunks))
+        ctx = self._ctx
+        config = dict(loss_fn_config) if loss_fn_config else None
+        training = ctx.api.training
+
+        def build(seq_id: int, chunk: list[wt.Datum]) -> Any:
+            inner = wt.ForwardBackwardInput(data=chunk, loss_fn=loss_fn, loss_fn_config=config)  # type: ignore[arg-type]
+            if forward_only:
+                return wt.ForwardRequest(forward_input=inner, model_id=self.model_id, seq_id=seq_id)
+            return wt.ForwardBackwardRequest(forward_backward_input=inner, model_id=self.model_id, seq_id=seq_id)
+
+        async def send_chunk(seq_id: int, chunk: list[wt.Datum]) -> Any:
+            request = build(seq_id, chunk)
+            resource = training.with_raw_response if raw_response else training
+            method = resource.forward if forward_only else resource.forward_backward
+            return await self._submit(seq_id, lambda: method(request, **opts))
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            results: list[Any] = [None] * len(chunks)
+
+            async def one(i: int) -> None:
+                answer = await send_chunk(seq_ids[i], chunks[i])
+                if raw_response:
+                    results[i] = answer
+                    return
+                if i == 0:
+                    fut.set_request_id(answer.request_id)
+                    results[i] = await ctx.resolve(
+                        fut, answer.request_id, wt.ForwardBackwardOutput, "Forward" if forward_only else "ForwardBackward"
+                    )
+                else:
+                    handle_fut: APIFuture[Any] = APIFuture(name=f"{name}[{i}]")
+                    results[i] = await ctx.resolve(
+                        handle_fut, answer.request_id, wt.ForwardBackwardOutput,
+                        "Forward" if forward_only else "ForwardBackward",
+                    )
+
+            async with trio.open_nursery() as nursery:
+                for i in range(len(chunks)):
+                    nursery.start_soon(one, i)
+            if raw_response:
+                return results[0] if len(results) == 1 else results
+            return combine_outputs(results)
+
+        return ctx.start(name, run)
+
+    def forward(
+        self,
+        data: Sequence[wt.Datum],
+        loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None = None,
+        *,
+        raw_response: bool = False,
+        **options: Any,
+    ) -> APIFuture[wt.ForwardBackwardOutput]:
+        """Forward pass only: per-datum outputs (``logprobs``...) and the loss metrics, no gradients."""
+        return self._fwdbwd("forward", data, loss_fn, loss_fn_config, forward_only=True,
+                            raw_response=raw_response, options=options)
+
+    def forward_backward(
+        self,
+        data: Sequence[wt.Datum],
+        loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None = None,
+        *,
+        raw_response: bool = False,
+        **options: Any,
+    ) -> APIFuture[wt.ForwardBackwardOutput]:
+        """Forward and backward: gradients accumulate on the server until :meth:`optim_step`."""
+        return self._fwdbwd("forward_backward", data, loss_fn, loss_fn_config, forward_only=False,
+                            raw_response=raw_response, options=options)
+
+    def forward_backward_custom(
+        self, data: Sequence[wt.Datum], loss_fn: Any, **options: Any
+    ) -> APIFuture[wt.ForwardBackwardOutput]:
+        """forward_backward with a loss computed here, over per-token logprobs.
+
+        ``loss_fn(data, logprobs_list)`` gets the datums and one float array of
+        target logprobs per datum and returns either
+        ``(loss, grads, metrics)`` with numpy ``grads`` (d loss / d logprobs, one
+        array per datum), or, when torch is installed, ``(loss, metrics)`` with a
+        torch ``loss`` that autograd differentiates (the SDK's convention). A
+        :class:`LossHandle` from ``ServiceClient.create_custom_loss`` works too.
+
+        It costs two passes: a forward-only pass for the logprobs, then a
+        cross_entropy backward with ``weights = -grads`` (which has the same
+        gradient as the custom loss). Both passes' seq_ids are reserved now, so
+        later operations stay in order. The result's ``loss:sum`` is the custom
+        loss; the surrogate's is kept as ``surrogate_loss:sum``.
+        """
+        opts = take_options("forward_backward_custom", options)
+        data = list(data)
+        flags = self._ctx.flags
+        chunks = plan_chunks(data, max_len=flags.fwdbwd_max_chunk_len, max_bytes=flags.fwdbwd_max_chunk_bytes_count)
+        fwd_ids = self._sequencer.reserve(len(chunks))
+        bwd_ids = self._sequencer.reserve(len(chunks))
+        forward_data = [_forward_datum(d) for d in data]
+        fwd_chunks = _same_cuts(forward_data, chunks)
+        forward = self._fwdbwd("forward_backward_custom.forward", forward_data, "cross_entropy", None,
+                               forward_only=True, raw_response=False, options=opts,
+                               seq_ids=fwd_ids, chunks=fwd_chunks)
+        ctx = self._ctx
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            try:
+                fwd = await forward
+                logprobs = [np.asarray(out["logprobs"].to_numpy(), dtype=np.float64) for out in fwd.loss_fn_outputs]
+                loss_sum, grads, metrics = _run_custom_loss(loss_fn, data, logprobs)
+            except BaseException:
+                for seq_id in bwd_ids:
+                    self._sequencer.abandon(seq_id)
+                raise
+            backward_data = [
+                wt.Datum(
+                    model_input=d.model_input,
+                    loss_fn_inputs={
+                        "target_tokens": d.loss_fn_inputs["target_tokens"],
+                        "weights": wt.TensorData.from_numpy(
+                            (-np.asarray(g, dtype=np.float32)).reshape(d.loss_fn_inputs["target_tokens"].to_numpy().shape)
+                        ),
+                    },
+                    model_input_spans=d.model_input_spans,
+                    loss_fn_input_spans=d.loss_fn_input_spans,
+                )
+                for d, g in zip(data, grads, strict=True)
+            ]
+            backward = self._fwdbwd("forward_backward_custom.backward", backward_data, "cross_entropy", None,
+                                    forward_only=False, raw_response=False, options=opts,
+                                    seq_ids=bwd_ids, chunks=_same_cuts(backward_data, chunks))
+            result = await backward
+            fut.set_request_id(backward.request_id)
+            new_metrics = dict(result.metrics)
+            surrogate = new_metrics.pop("loss:sum", None)
+            new_metrics.update(metrics)
+            new_metrics["loss:sum"] = float(loss_sum)
+            if surrogate is not None:
+                new_metrics["surrogate_loss:sum"] = float(surrogate)
+            return msgspec.structs.replace(result, metrics=new_metrics)
+
+        return ctx.start("forward_backward_custom", run)
+
+    # -- optimizer ----------------------------------------------------------------------------
+
+    def optim_step(
+        self,
+        optim_params: Any = None,
+        *,
+        adam_params: wt.AdamParams | None = None,
+        raw_response: bool = False,
+        **options: Any,
+    ) -> APIFuture[wt.OptimStepResponse]:
+        """Apply the accumulated gradients (AdamParams, or DimuonParams for a dimuon model)."""
+        if optim_params is not None and adam_params is not None:
+            raise ValueError("pass optim_params or adam_params, not both")
+        params = optim_params if optim_params is not None else (adam_params or wt.AdamParams())
+        opts = take_options("optim_step", options)
+        training = self._ctx.api.training
+
+        def build(seq_id: int) -> Any:
+            if isinstance(params, wt.DimuonParams):
+                return wt.OptimStepRequest(optimizer_params=params, model_id=self.model_id, seq_id=seq_id)
+            return wt.OptimStepRequest(adam_params=params, model_id=self.model_id, seq_id=seq_id)
+
+        return self._ordered(
+            "optim_step", "OptimStep", wt.OptimStepResponse, build,
+            lambda req, raw: (training.with_raw_response if raw else training).optim_step(req, **opts),
+            raw_response,
+        )
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def save_state(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        overwrite: bool = False,
+        user_metadata: Mapping[str, str] | None = None,
+        *,
+        raw_response: bool = False,
+        **options: Any,
+    ) -> APIFuture[wt.SaveWeightsResponse]:
+        """Save weights and optimizer state as ``tinker://<run>/weights/<name>``."""
+        opts = take_options("save_state", options)
+        weights = self._ctx.api.weights
+        return self._ordered(
+            "save_state", "SaveWeights", wt.SaveWeightsResponse,
+            lambda seq_id: wt.SaveWeightsRequest(
+                model_id=self.model_id, path=name, seq_id=seq_id, ttl_seconds=ttl_seconds,
+                overwrite=overwrite, user_metadata=dict(user_metadata) if user_metadata else None,
+            ),
+            lambda req, raw: (weights.with_raw_response if raw else weights).save(req, **opts),
+            raw_response,
+        )
+
+    def _load(self, name: str, path: str, optimizer: bool, weights_access_token: str | None,
+              raw_response: bool, options: Mapping[str, Any]) -> APIFuture[wt.LoadWeightsResponse]:
+        opts = take_options(name, options)
+        weights = self._ctx.api.weights
+        return self._ordered(
+            name, "LoadWeights", wt.LoadWeightsResponse,
+            lambda seq_id: wt.LoadWeightsRequest(
+                model_id=self.model_id, seq_id=seq_id, path=path, optimizer=optimizer,
+                weights_access_token=weights_access_token,
+            ),
+            lambda req, raw: (weights.with_raw_response if raw else weights).load(req, **opts),
+            raw_response,
+        )
+
+    def load_state(self, path: str, weights_access_token: str | None = None, *,
+                   raw_response: bool = False, **options: Any) -> APIFuture[wt.LoadWeightsResponse]:
+        """Load a checkpoint's weights into this model (optimizer state is not restored)."""
+        return self._load("load_state", path, False, weights_access_token, raw_response, options)
+
+    def load_state_with_optimizer(self, path: str, weights_access_token: str | None = None, *,
+                                  raw_response: bool = False, **options: Any) -> APIFuture[wt.LoadWeightsResponse]:
+        """Load a checkpoint's weights and its optimizer state (Adam moments): an exact resume."""
+        return self._load("load_state_with_optimizer", path, True, weights_access_token, raw_response, options)
+
+    def save_weights_for_sampler(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        user_metadata: Mapping[str, str] | None = None,
+        *,
+        raw_response: bool = False,
+        **options: Any,
+    ) -> APIFuture[wt.SaveWeightsForSamplerResponse]:
+        """Save sampler weights as ``tinker://<run>/sampler_weights/<name>``."""
+        opts = take_options("save_weights_for_sampler", options)
+        weights = self._ctx.api.weights
+
+        async def send(req: Any, raw: bool) -> Any:
+            return await (weights.with_raw_response if raw else weights).save_for_sampler(req, **opts)
+
+        fut = self._ordered(
+            "save_weights_for_sampler", "SaveWeightsForSampler", wt.SaveWeightsForSamplerResponseInternal,
+            lambda seq_id: wt.SaveWeightsForSamplerRequest(
+                model_id=self.model_id, path=name, seq_id=seq_id, ttl_seconds=ttl_seconds,
+                user_metadata=dict(user_metadata) if user_metadata else None,
+            ),
+            send, raw_response,
+        )
+        if raw_response:
+            return fut
+
+        async def public(f: APIFuture[Any]) -> Any:
+            internal = await fut
+            f.set_request_id(fut.request_id)
+            return wt.SaveWeightsForSamplerResponse(path=internal.path or "")
+
+        return self._ctx.start("save_weights_for_sampler", public, on_cancel=lambda _: fut.cancel())
+
+    def save_weights_and_get_sampling_client(
+        self,
+        name: str | None = None,
+        retry_config: Any = None,
+        record_stability_info: bool = False,
+        kind: str = "snapshot",
+        *,
+        raw_response: bool = False,
+        **options: Any,
+    ) -> APIFuture[Any]:
+        """Snapshot the current weights into a new sampler and resolve to its SamplingClient.
+
+        ``name`` is ignored (as in the SDK): the save is unnamed and ephemeral.
+        """
+        from .sampling import SamplingClient
+
+        opts = take_options("save_weights_and_get_sampling_client", options)
+        ctx = self._ctx
+        weights = ctx.api.weights
+        sampling_seq = ctx.next_sampling_session_seq_id()
+
+        async def send(req: Any, raw: bool) -> Any:
+            return await (weights.with_raw_response if raw else weights).save_for_sampler(req, **opts)
+
+        saved = self._ordered(
+            "save_weights_and_get_sampling_client", "SaveWeightsForSampler",
+            wt.SaveWeightsForSamplerResponseInternal,
+            lambda seq_id: wt.SaveWeightsForSamplerRequest(
+                model_id=self.model_id, sampling_session_seq_id=sampling_seq, kind=kind, seq_id=seq_id,  # type: ignore[arg-type]
+            ),
+            send, raw_response,
+        )
+        if raw_response:
+            return saved
+
+        async def run(f: APIFuture[Any]) -> Any:
+            internal = await saved
+            f.set_request_id(saved.request_id)
+            if internal.sampling_session_id:
+                return SamplingClient(ctx, internal.sampling_session_id, base_model=self.base_model,
+                                      record_stability_info=record_stability_info)
+            if internal.path:
+                return await self.create_sampling_client(internal.path, record_stability_info=record_stability_info)
+            raise ValueError("save_weights_for_sampler answered with neither a sampler id nor a path")
+
+        return ctx.start("save_weights_and_get_sampling_client", run, on_cancel=lambda _: saved.cancel())
+
+    def create_sampling_client(self, model_path: str, retry_config: Any = None,
+                               record_stability_info: bool = False, **kwargs: Any) -> APIFuture[Any]:
+        """A SamplingClient on saved sampler weights."""
+        from .service import ServiceClient
+
+        return ServiceClient(self._ctx).create_sampling_client(
+            model_path=model_path, record_stability_info=record_stability_info, **kwargs
+        )
+
+    # -- info -----------------------------------------------------------------------------------
+
+    def get_info(self, *, raw_response: bool = False, **options: Any) -> APIFuture[wt.GetInfoResponse]:
+        """The model's description (cached after the first successful call)."""
+        if self._info is not None and not raw_response and not options:
+            return APIFuture.completed(self._info, name="get_info")
+        opts = take_options("get_info", options)
+        models = self._ctx.api.models
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            if raw_response:
+                return await models.with_raw_response.get_info(wt.GetInfoRequest(model_id=self.model_id), **opts)
+            info = await models.get_info(wt.GetInfoRequest(model_id=self.model_id), **opts)
+            self._info = info
+            if self.base_model is None:
+                self.base_model = info.model_data.model_name or info.model_name
+            return info
+
+        return self._ctx.start("get_info", run)
+
+    def get_tokenizer(self) -> Any:
+        """The model's tokenizer: the byte tokenizer for local models, else Hugging Face's."""
+        info = self._info
+        tokenizer_id = info.model_data.tokenizer_id if info is not None else None
+        model_name = self.base_model or (info.model_data.model_name if info is not None else None)
+        return load_tokenizer(tokenizer_id, model_name)
+
+
+def _forward_datum(datum: wt.Datum) -> wt.Datum:
+    """The datum as the forward-only pass of forward_backward_custom sends it."""
+    target = datum.loss_fn_inputs.get("target_tokens")
+    if target is None:
+        raise ValueError("forward_backward_custom needs target_tokens in every datum")
+    weights = datum.loss_fn_inputs.get("weights")
+    if weights is None:
+        weights = wt.TensorData.from_numpy(np.zeros(target.to_numpy().shape, dtype=np.float32))
+    return wt.Datum(
+        model_input=datum.model_input,
+        loss_fn_inputs={"target_tokens": target, "weights": weights},
+        model_input_spans=datum.model_input_spans,
+        loss_fn_input_spans=datum.loss_fn_input_spans,
+    )
+
+
+def _same_cuts(data: list[wt.Datum], chunks: list[list[wt.Datum]]) -> list[list[wt.Datum]]:
+    out, start = [], 0
+    for chunk in chunks:
+        out.append(data[start:start + len(chunk)])
+        start += len(chunk)
+    return out
+
+
+def _run_custom_loss(loss_fn: Any, data: list[wt.Datum], logprobs: list[np.ndarray]) -> tuple[float, list[np.ndarray], dict[str, float]]:
+    """Run a user loss; returns (loss, d loss / d logprobs per datum, metrics)."""
+    from .service import LossHandle
+
+    if isinstance(loss_fn, LossHandle):
+        total, grads, metrics = 0.0, [], {}
+        for datum, lp in zip(data, logprobs, strict=True):
+            inputs = {k: datum.loss_fn_inputs[k].to_numpy() for k in loss_fn.input_ranks if k != "logprobs"}
+            loss, grad, m = loss_fn.fn(lp, **inputs)
+            total += float(loss)
+            grads.append(np.asarray(grad, dtype=np.float64))
+            for key, value in (m or {}).items():
+                metrics[key] = metrics.get(key, 0.0) + float(value)
+        return total, grads, metrics
+    out = loss_fn(data, [lp.copy() for lp in logprobs])
+    if isinstance(out, tuple) and len(out) == 3:
+        loss, grads, metrics = out
+        return float(np.sum(loss)), [np.asarray(g, dtype=np.float64) for g in grads], dict(metrics or {})
+    if isinstance(out, tuple) and len(out) == 2:
+        return _torch_loss(loss_fn, data, logprobs)
+    raise TypeError("a custom loss returns (loss, grads, metrics) or, with torch, (loss, metrics)")
+
+
+def _torch_loss(loss_fn: Any, data: list[wt.Datum], logprobs: list[np.ndarray]) -> tuple[float, list[np.ndarray], dict[str, float]]:
+    try:
+        import torch  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise TypeError(
+            "this custom loss returned (loss, metrics), which needs torch to differentiate; "
+            "install torch or return (loss, grads, metrics) with numpy grads"
+        ) from exc
+    tensors = [torch.tensor(lp, dtype=torch.float32, requires_grad=True) for lp in logprobs]
+    loss, metrics = loss_fn(data, tensors)
+    loss.backward()
+    grads = [t.grad.detach().numpy().astype(np.float64) if t.grad is not None else np.zeros_like(lp)
+             for t, lp in zip(tensors, logprobs, strict=True)]
+    return float(loss.detach().sum().item()), grads, {k: float(v) for k, v in (metrics or {}).items()}
