@@ -1,0 +1,216 @@
+"""A sweep killed with SIGKILL at random points, then resumed, equals an uninterrupted run.
+
+The sweep runs as the real command (``python -m tinker_actors sweep``) in a
+subprocess against a local server this test starts. It is killed several
+times at random amounts of progress (read from its journal), then run to the
+end. The exported results must equal those of an uninterrupted run against a
+second, fresh server, and the first server must have computed every request
+exactly once: whatever a killed run had in flight is answered on resume from
+the server's idempotency record, not computed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from tinker_actors.clients import open_service_client
+from tinker_actors.jobs.export import read_jsonl
+from tinker_actors.jobs.sweep import run_sweep
+from tinker_actors.jobs.sweep_spec import load_spec
+from tinker_actors.server import ServerConfig, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "tml-sweep-kill"
+N_PROMPTS = 40
+
+
+async def _serve(cfg: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    try:
+        await serve(cfg, task_status=task_status)
+    except BaseException as exc:  # the server's teardown may fail after we cancel it
+        leaves = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
+        if not all(isinstance(e, (trio.Cancelled, OSError, BaseExceptionGroup)) for e in leaves):
+            raise
+
+
+@contextlib.asynccontextmanager
+async def local_server(data_dir: Path, **kw: Any) -> AsyncIterator[str]:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_serve, ServerConfig(data_dir=data_dir, **kw))
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def stats(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{url}/_local/stats", headers={"X-API-Key": KEY})
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+
+def write_spec(d: Path, *, concurrency: int = 8) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "prompts.jsonl", "w") as fh:
+        for i in range(N_PROMPTS):
+            line = {"id": f"p{i}", "text": f"prompt number {i}:"} if i % 3 else {"id": f"p{i}", "tokens": [65 + i % 20, 66, 67]}
+            fh.write(json.dumps(line) + "\n")
+    (d / "sweep.toml").write_text(
+        '[sweep]\nname = "kill-test"\n[model]\nbase_model = "tinker-actors/byte-lm-tiny"\n'
+        '[input]\nprompts = "prompts.jsonl"\n'
+        "[sampling]\ntemperature = [0.0, 1.0]\nseed = [3, 4]\nmax_tokens = 12\nnum_samples = 2\n"
+        '[output]\njournal = "journal.sqlite"\nresults = "results.jsonl"\n'
+        f"[concurrency]\nmax = {concurrency}\n"
+    )
+    return d / "sweep.toml"
+
+
+def done_count(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(conn.execute("SELECT count(*) FROM requests WHERE state = 'done'").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def sweep_cmd(url: str, spec: Path) -> list[str]:
+    return [sys.executable, "-m", "tinker_actors", "--base-url", url, "--api-key", KEY, "sweep", str(spec), "--no-progress"]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("TINKER_BASE_URL", None)
+    return env
+
+
+async def run_until_killed(cmd: list[str], journal: Path, target: int | None, delay: float) -> int:
+    """Start the sweep; SIGKILL it once the journal has ``target`` results (or after ``delay`` s)."""
+    proc = await trio.lowlevel.open_process(cmd, env=child_env(), cwd=str(journal.parent),
+                                            stdout=trio.DEVNULL if hasattr(trio, "DEVNULL") else -3, stderr=-3)
+    try:
+        with trio.fail_after(60):
+            if target is None:
+                await trio.sleep(delay)
+            else:
+                while done_count(journal) < target and proc.poll() is None:
+                    await trio.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+            return await proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            await proc.wait()
+
+
+def comparable(path: Path) -> dict[str, Any]:
+    out = {}
+    for line in read_jsonl(path):
+        out[line.key] = (
+            line.state,
+            line.prompt_id,
+            line.setting,
+            [(s.tokens, s.stop_reason, s.logprobs, s.text) for s in line.sequences or []],
+        )
+    return out
+
+
+async def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    total = N_PROMPTS * 4
+    async with local_server(tmp_path / "ref-server") as ref_url:
+        ref_spec = load_spec(write_spec(tmp_path / "ref"))
+        async with open_service_client(base_url=ref_url, api_key=KEY, telemetry=False) as service:
+            ref = await run_sweep(ref_spec, service, progress=False)
+        assert ref.counts["done"] == total and not ref.interrupted
+
+    spec_path = write_spec(tmp_path / "killed")
+    journal = spec_path.parent / "journal.sqlite"
+    async with local_server(tmp_path / "server") as url:
+        cmd = sweep_cmd(url, spec_path)
+        # one kill at a random moment of start-up, then kills at random progress
+        await run_until_killed(cmd, journal, None, rng.uniform(0.05, 0.6))
+        kills = 1
+        # Results are committed in batches, so progress jumps; stop killing
+        # at 3/4 so the last kill still lands before the end.
+        cap = total * 3 // 4
+        for _ in range(4):
+            have = done_count(journal)
+            if have >= cap - 5:
+                break
+            await run_until_killed(cmd, journal, rng.randint(have + 1, min(cap, have + total // 5)), 0)
+            kills += 1
+        assert 0 < done_count(journal) < total, "the kills should have left the sweep unfinished"
+
+        with trio.fail_after(60):
+            final = await trio.run_process(cmd, env=child_env(), cwd=str(spec_path.parent), capture_stdout=True, capture_stderr=True, check=False)
+        assert final.returncode == 0, final.stderr.decode()[-2000:]
+        server = await stats(url)
+
+    killed = comparable(spec_path.parent / "results.jsonl")
+    assert len(killed) == total
+    assert killed == comparable(Path(ref.results or ""))
+    # Every request was computed once by the server, however often it was sent.
+    assert server["work_done"]["Sample"] == total, server
+    # Requests in flight at a kill were sent again under the same key and
+    # answered from the idempotency record (a send cut off before the server
+    # read its body left no record and is simply computed on resume).
+    assert server["duplicate_idempotency_keys"] > 0
+    assert server["requests"]["asample"] >= total + server["duplicate_idempotency_keys"]
+    conn = sqlite3.connect(journal)
+    attempts = conn.execute("SELECT sum(attempts) FROM requests").fetchone()[0]
+    conn.close()
+    assert attempts >= total
+    print(f"kills={kills} duplicates={server['duplicate_idempotency_keys']} attempts={attempts}")
+
+
+async def test_sigterm_stops_cleanly_and_the_next_run_finishes(tmp_path: Path) -> None:
+    spec_path = write_spec(tmp_path / "sweep", concurrency=4)
+    journal = spec_path.parent / "journal.sqlite"
+    async with local_server(tmp_path / "server", faults=_slow_samples()) as url:
+        cmd = sweep_cmd(url, spec_path)
+        proc = await trio.lowlevel.open_process(cmd, env=child_env(), cwd=str(spec_path.parent), stdout=-3, stderr=-1)
+        with trio.fail_after(30):
+            while done_count(journal) < 5:
+                await trio.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            rc = await proc.wait()
+        assert rc == 130
+        partial = done_count(journal)
+        assert 5 <= partial < N_PROMPTS * 4
+        with trio.fail_after(60):
+            status = await trio.run_process([*cmd, "--status", "--json"], env=child_env(), capture_stdout=True, check=False)
+        counts = json.loads(status.stdout)
+        assert counts["done"] == partial and counts["total"] == N_PROMPTS * 4
+        await trio.sleep(0)
+    async with local_server(tmp_path / "server2") as url2:
+        with trio.fail_after(60):
+            final = await trio.run_process(sweep_cmd(url2, spec_path), env=child_env(), capture_stdout=True, capture_stderr=True, check=False)
+        assert final.returncode == 0, final.stderr.decode()[-2000:]
+        server = await stats(url2)
+    assert server["work_done"]["Sample"] == N_PROMPTS * 4 - partial  # finished work is never re-sent
+    assert done_count(journal) == N_PROMPTS * 4
+
+
+def _slow_samples() -> Any:
+    from tinker_actors.server import FaultConfig
+
+    return FaultConfig(slow_s=0.02, routes=["asample"])

@@ -1,0 +1,173 @@
+"""The trainer: a SIGKILLed ``tinker-actors train`` resumes with the loss of an uninterrupted run.
+
+Also: SIGTERM finishes the step in flight and checkpoints it (exit 130), and
+in-process, rolling clean-up deletes old checkpoints on the server while
+evaluation hooks run beside training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tinker_actors.clients import load_tokenizer, open_service_client
+from tinker_actors.jobs.checkpoint_policy import CheckpointPolicy, load_loop_state
+from tinker_actors.jobs.trainer import EpochBatches, EvalHook, Trainer, TrainerConfig, read_metrics, sft_datum
+from tinker_actors.server import FaultConfig, ServerConfig, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "tml-trainer-test"
+BASE = "tinker-actors/byte-lm-tiny"
+TEXTS = [f"example {i}: the {'cat' if i % 2 else 'dog'} sat on mat {i}." for i in range(16)]
+
+
+async def _serve(cfg: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    try:
+        await serve(cfg, task_status=task_status)
+    except BaseException as exc:  # the server's teardown may fail after we cancel it
+        leaves = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
+        if not all(isinstance(e, (trio.Cancelled, OSError, BaseExceptionGroup)) for e in leaves):
+            raise
+
+
+@contextlib.asynccontextmanager
+async def local_server(data_dir: Path, **kw: Any) -> AsyncIterator[str]:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_serve, ServerConfig(data_dir=data_dir, **kw))
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("TINKER_BASE_URL", None)
+    return env
+
+
+def train_cmd(url: str, data: Path, run_dir: Path, steps: int = 12) -> list[str]:
+    return [
+        sys.executable, "-m", "tinker_actors", "--base-url", url, "--api-key", KEY, "train",
+        "--data", str(data), "--run-dir", str(run_dir), "--steps", str(steps), "--batch-size", "4",
+        "--save-every", "3", "--lr", "0.005", "--seed", "1",
+    ]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in read_metrics(run_dir / "metrics.jsonl") if "eval" not in m}
+
+
+def write_data(path: Path) -> Path:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    return path
+
+
+async def run_cli(cmd: list[str]) -> trio.CompletedProcess:  # type: ignore[type-arg]
+    with trio.fail_after(60):
+        return await trio.run_process(cmd, env=child_env(), capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def test_sigkilled_trainer_resumes_with_matching_loss(tmp_path: Path) -> None:
+    data = write_data(tmp_path / "data.jsonl")
+    slow = FaultConfig(slow_s=0.03, routes=["forward_backward"])
+    async with local_server(tmp_path / "server", faults=slow) as url:
+        ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+        ref = await run_cli(train_cmd(url, data, ref_dir))
+        assert ref.returncode == 0, ref.stderr.decode()[-2000:]
+
+        proc = await trio.lowlevel.open_process(train_cmd(url, data, run_dir), env=child_env(), stdout=-3, stderr=-3)
+        with trio.fail_after(30):
+            # past the first checkpoint (step 3), between two checkpoints
+            while len(losses(run_dir)) < 5 and proc.poll() is None:
+                await trio.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        killed_at = max(losses(run_dir))
+        state = load_loop_state(run_dir / "loop_state.json")
+        assert state is not None and 3 <= state.step < 12 and state.step <= killed_at
+        assert state.data.index == state.step % 4 and state.data.epoch == state.step // 4
+
+        resumed = await run_cli(train_cmd(url, data, run_dir) + ["--json"])
+        assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+        out = json.loads(resumed.stdout)
+        assert out["resumed_from"] == state.last_checkpoint
+        assert min(int(k) for k in out["losses"]) == state.step + 1  # it re-ran only what the checkpoint lacks
+
+    want, got = losses(ref_dir), losses(run_dir)
+    assert sorted(got) == list(range(1, 13))  # no duplicate or missing metric lines
+    assert got == pytest.approx(want, rel=1e-6, abs=1e-9)
+    assert got[12] < got[1]
+
+
+async def test_sigterm_finishes_the_step_and_checkpoints(tmp_path: Path) -> None:
+    data = write_data(tmp_path / "data.jsonl")
+    slow = FaultConfig(slow_s=0.05, routes=["forward_backward"])
+    async with local_server(tmp_path / "server", faults=slow) as url:
+        run_dir = tmp_path / "run"
+        cmd = train_cmd(url, data, run_dir, steps=40)
+        proc = await trio.lowlevel.open_process(cmd, env=child_env(), stdout=-3, stderr=-3)
+        with trio.fail_after(30):
+            while len(losses(run_dir)) < 4:
+                await trio.sleep(0.005)
+            proc.send_signal(signal.SIGTERM)
+            rc = await proc.wait()
+        assert rc == 130
+        state = load_loop_state(run_dir / "loop_state.json")
+        assert state is not None
+        # the checkpoint is of the last step the trainer logged: nothing is lost
+        assert state.step == max(losses(run_dir)) < 40
+        assert state.last_checkpoint and state.last_checkpoint.endswith(f"step-{state.step:06d}")
+
+
+async def test_rolling_cleanup_and_eval_hooks(tmp_path: Path) -> None:
+    tok = load_tokenizer(None, BASE)
+    data = [sft_datum(tok.encode(t, add_bos=True)) for t in TEXTS]
+    evals: list[int] = []
+    gate = trio.Event()
+
+    async def slow_eval(ctx: Any) -> dict[str, float]:
+        # the first evaluation blocks until training is over: training must not wait for it
+        if not evals:
+            evals.append(ctx.step)
+            await gate.wait()
+        else:
+            evals.append(ctx.step)
+        return {"eval_loss": 1.0}
+
+    async with local_server(tmp_path / "server") as url:
+        async with open_service_client(base_url=url, api_key=KEY, telemetry=False) as service:
+            config = TrainerConfig(run_dir=str(tmp_path / "run"), base_model=BASE, steps=8, learning_rate=5e-3,
+                                   checkpoint=CheckpointPolicy(every_steps=2, keep_last=2))
+            trainer = Trainer(service, config, EpochBatches(data, 4), eval_hooks=[EvalHook("slow", 2, slow_eval)])
+
+            async def release_after_training() -> None:
+                while trainer.state.step < 8:
+                    await trio.sleep(0.01)
+                gate.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(release_after_training)
+                outcome = await trainer.run()
+            assert outcome.steps_done == 8 and not outcome.interrupted
+            # the blocked hook was skipped at steps 4, 6 (still busy), not queued
+            assert evals[0] == 2 and 4 not in evals
+            rest = service.create_rest_client()
+            run_id = outcome.last_checkpoint.split("/")[2]
+            await trio.sleep(0.2)  # clean-up runs in the background
+            names = sorted(c.tinker_path.rsplit("/", 1)[1] for c in (await rest.list_checkpoints(run_id)).checkpoints)
+    assert names == ["step-000006", "step-000008"]
+    assert [c.step for c in trainer.state.checkpoints] == [6, 8]
+    lines = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [m["step"] for m in lines if "eval" not in m] == list(range(1, 9))
+    assert any(m.get("eval") == "slow" for m in lines)
