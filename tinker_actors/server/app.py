@@ -1,0 +1,490 @@
+"""The ASGI app: Starlette routes over :class:`~.service.LocalServer`.
+
+A raw ASGI wrapper (:class:`Gate`) sits in front of the routes and does what
+every request shares: counting, the API-key check, the body-size limit,
+injected faults and ``X-Idempotency-Key`` replay. It answers the lifespan
+protocol through Starlette, and the lifespan owns the server's task group.
+
+Dropped connections: to drop a connection the gate starts a response that
+promises a body (``content-length``) and then raises, so the server (hypercorn
+or uvicorn) aborts the connection mid-response; the client sees a transport
+error, never an HTTP status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tarfile
+import time
+import urllib.parse
+import zlib
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import anyio
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import engine
+from .config import ServerConfig, fault_config_from_dict
+from .http import ApiError, bad, json_response, parse_json
+from .service import LocalServer
+from .storage import BadPath
+
+log = structlog.get_logger()
+
+API = "/api/v1"
+# Non-GET routes whose answers are not replayed by idempotency key: polls and
+# fire-and-forget traffic, whose answer depends on when they are asked.
+_NO_REPLAY = {"retrieve_future", "retrieve_futures", "session_heartbeat", "telemetry", "_local"}
+
+
+class DroppedConnection(Exception):
+    """Raised on purpose to make the ASGI server abort a connection."""
+
+
+def route_name(path: str) -> str:
+    """A stable label for counters: the endpoint, ids replaced by their role."""
+    if not path.startswith(API + "/"):
+        return "_local" if path.startswith("/_local") else "other"
+    parts = path[len(API) + 1 :].split("/")
+    head = parts[0]
+    if head == "client" and len(parts) > 1:
+        return f"client/{parts[1]}"
+    if head == "training_runs":
+        if len(parts) == 1:
+            return "training_runs"
+        if len(parts) == 2:
+            return "training_runs/{run}"
+        if len(parts) == 3:
+            return "training_runs/{run}/checkpoints"
+        tail = parts[5] if len(parts) > 5 else ""
+        return "checkpoint" + (f"/{tail}" if tail else "")
+    if head == "sessions":
+        if len(parts) == 1:
+            return "sessions"
+        return "sessions/{sid}" + (f"/{parts[2]}" if len(parts) > 2 else "")
+    if head == "samplers":
+        return "samplers/{id}"
+    return head
+
+
+def _inflate(body: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if not encoding or encoding == "identity":
+        return body
+    try:
+        if encoding == "zstd":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        if encoding in ("gzip", "deflate"):
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    except Exception:
+        raise bad(f"request body is not valid {encoding}") from None
+    raise ApiError(415, f"unsupported Content-Encoding {encoding!r}")
+
+
+class Gate:
+    """Shared per-request policy in front of the Starlette router."""
+
+    def __init__(self, inner: Callable[..., Awaitable[None]], server: LocalServer):
+        self.inner = inner
+        self.server = server
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        srv = self.server
+        path: str = scope["path"]
+        name = route_name(path)
+        method: str = scope["method"]
+        srv.stats.requests[name] += 1
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            if not path.startswith("/_local/archive/") and path != f"{API}/healthz":
+                self._check_key(headers.get("x-api-key"))
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > srv.config.max_body_bytes:
+                raise ApiError(413, f"request body of {length} bytes exceeds the limit of {srv.config.max_body_bytes}")
+        except ApiError as exc:
+            srv.stats.statuses[str(exc.status)] += 1
+            await exc.response()(scope, receive, send)
+            return
+        if name != "_local" and not path.startswith("/_local"):
+            fault = srv.faults.for_request(name)
+            if fault.slow_s:
+                srv.stats.faults["slow"] += 1
+                await anyio.sleep(fault.slow_s)
+            if fault.kind == "429":
+                srv.stats.faults["429"] += 1
+                srv.stats.statuses["429"] += 1
+                retry = srv.config.faults.retry_after_s
+                resp = json_response(
+                    {"detail": "rate limited (injected by the local server)"},
+                    status=429,
+                    headers={"Retry-After": f"{retry:g}", "retry-after-ms": str(int(retry * 1000))},
+                )
+                await resp(scope, receive, send)
+                return
+            if fault.kind == "5xx":
+                srv.stats.faults["5xx"] += 1
+                code = srv.config.faults.status_5xx
+                srv.stats.statuses[str(code)] += 1
+                await json_response({"detail": "server error (injected by the local server)"}, status=code)(scope, receive, send)
+                return
+            if fault.kind == "drop":
+                srv.stats.faults["drop"] += 1
+                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+                raise DroppedConnection("connection dropped on purpose (fault injection)")
+        key = headers.get("x-idempotency-key")
+        if method == "GET" or not key or name in _NO_REPLAY:
+            await self._run(scope, receive, send)
+            return
+        rec = srv.idempotency.lookup(key)
+        if rec is not None and rec.route == name:
+            srv.stats.duplicate_idempotency_keys += 1
+            await rec.done.wait()
+            if rec.ok:
+                await send({"type": "http.response.start", "status": rec.status, "headers": rec.headers})
+                await send({"type": "http.response.body", "body": rec.body})
+                return
+        rec = srv.idempotency.begin(key, name)
+        captured: dict[str, Any] = {"body": []}
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                captured["body"].append(message.get("body", b""))
+            await send(message)
+
+        keep = False
+        try:
+            await self._run(scope, receive, capture)
+            status = captured.get("status", 500)
+            # answers worth replaying: success and definite client errors
+            keep = status < 500 and status not in (408, 409, 429)
+            rec.status = status
+            rec.headers = captured.get("headers", [])
+            rec.body = b"".join(captured["body"])
+        finally:
+            srv.idempotency.finish(key, rec, keep=keep)
+
+    async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        status_holder: list[int] = []
+
+        async def counting_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status_holder.append(message["status"])
+            await send(message)
+
+        await self.inner(scope, receive, counting_send)
+        if status_holder:
+            self.server.stats.statuses[str(status_holder[0])] += 1
+
+    def _check_key(self, key: str | None) -> None:
+        expected = self.server.config.api_key
+        if expected is None:
+            if not key or not key.startswith("tml-"):
+                raise ApiError(401, "invalid API key: expected an X-API-Key starting with 'tml-'")
+        elif not key or not _consteq(key, expected):
+            raise ApiError(401, "invalid API key")
+
+
+def _consteq(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+# -- handler helpers -------------------------------------------------------
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(fn: Callable[[Request], Awaitable[Any]]) -> Handler:
+    """Turn ApiError/BadPath into status answers, dicts into JSON."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            out = await fn(request)
+        except ApiError as exc:
+            return exc.response()
+        except BadPath as exc:
+            return ApiError(400, str(exc)).response()
+        if isinstance(out, Response):
+            return out
+        return json_response(out)
+
+    return wrapped
+
+
+async def _body(request: Request, server: LocalServer) -> bytes:
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > server.config.max_body_bytes:
+            raise ApiError(413, f"request body exceeds the limit of {server.config.max_body_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    return _inflate(raw, request.headers.get("content-encoding", ""))
+
+
+def _page(request: Request, default_limit: int) -> tuple[int, int]:
+    try:
+        limit = int(request.query_params.get("limit", default_limit))
+        offset = int(request.query_params.get("offset", 0))
+    except ValueError:
+        raise bad("limit and offset must be integers") from None
+    if limit < 0 or offset < 0 or limit > 10_000:
+        raise bad("limit must be in [0, 10000] and offset >= 0")
+    return limit, offset
+
+
+def build_routes(srv: LocalServer) -> list[Route]:
+    cfg = srv.config
+
+    async def jbody(request: Request) -> dict[str, Any]:
+        return parse_json(await _body(request, srv))
+
+    def post(path: str, fn: Callable[[dict[str, Any]], Any], *, enabled: bool = True) -> Route:
+        async def handler(request: Request) -> Any:
+            if not enabled:
+                raise ApiError(404, f"{path} is not available on this server")
+            out = fn(await jbody(request))
+            if hasattr(out, "__await__"):
+                out = await out
+            return out
+
+        return Route(f"{API}/{path}", endpoint(handler), methods=["POST"])
+
+    # -- special handlers ----------------------------------------------
+    async def client_config(request: Request) -> Any:
+        await jbody(request)
+        return {
+            "pjwt_auth_enabled": False,
+            "sample_use_retrieve_futures": bool(cfg.sample_use_retrieve_futures and cfg.retrieve_futures),
+            "sample_join_sampling_session": False,
+            "parallel_fwdbwd_chunks": True,
+        }
+
+    async def dynamic_config(request: Request) -> Any:
+        if not cfg.dynamic_config:
+            raise ApiError(404, "client/dynamic_config is not available on this server")
+        await jbody(request)
+        return {
+            "refresh_interval_sec": 300,
+            "sample_cancel_enabled": bool(cfg.sample_cancel_enabled and cfg.cancel_future),
+            "sample_cancel_max_batch_size": 64,
+        }
+
+    async def forward_backward(request: Request) -> Any:
+        raw = await _body(request, srv)
+        ctype = request.headers.get("content-type", "")
+        if "application/x-protobuf" in ctype:
+            req = engine.parse_fb_proto(raw)
+        else:
+            req = engine.parse_fb_json(parse_json(raw))
+        return await srv.forward_backward(req, "Forward" if req.forward_only else "ForwardBackward")
+
+    async def forward(request: Request) -> Any:
+        req = engine.parse_fb_json(await jbody(request), forward_only=True)
+        return await srv.forward_backward(req, "Forward")
+
+    async def asample(request: Request) -> Any:
+        return await srv.asample(engine.parse_sample(await jbody(request)))
+
+    async def retrieve_future(request: Request) -> Any:
+        payload, ctype = await srv.retrieve_future(await jbody(request), request.headers.get("accept", ""))
+        return Response(payload, media_type=ctype)
+
+    async def finish(request: Request) -> Any:
+        return srv.finish_session(request.path_params["sid"], await jbody(request))
+
+    async def sessions(request: Request) -> Any:
+        if not cfg.sessions_routes:
+            raise ApiError(404, "sessions routes are not available on this server")
+        limit, offset = _page(request, 20)
+        return srv.list_sessions(limit, offset)
+
+    async def session_get(request: Request) -> Any:
+        if not cfg.sessions_routes:
+            raise ApiError(404, "sessions routes are not available on this server")
+        return srv.get_session(request.path_params["sid"])
+
+    async def capabilities(request: Request) -> Any:
+        return {"supported_models": srv.engine.supported_models()}
+
+    async def healthz(request: Request) -> Any:
+        return {"status": "ok"}
+
+    async def telemetry(request: Request) -> Any:
+        await jbody(request)
+        return {"status": "accepted"}
+
+    async def sampler_get(request: Request) -> Any:
+        return srv.get_sampler(request.path_params["sid"])
+
+    async def runs_list(request: Request) -> Any:
+        limit, offset = _page(request, 20)
+        return srv.list_runs(limit, offset)
+
+    async def run_get(request: Request) -> Any:
+        return srv.get_run(request.path_params["run"])
+
+    async def run_checkpoints(request: Request) -> Any:
+        return srv.run_checkpoints(request.path_params["run"])
+
+    async def user_checkpoints(request: Request) -> Any:
+        limit, offset = _page(request, 100)
+        return srv.user_checkpoints(limit, offset)
+
+    def ck(request: Request) -> tuple[str, str, str]:
+        p = request.path_params
+        return p["run"], p["kind"], p["name"]
+
+    async def ck_delete(request: Request) -> Any:
+        srv.delete_checkpoint(*ck(request))
+        return Response(status_code=204)
+
+    async def ck_publish(request: Request) -> Any:
+        srv.set_public(*ck(request), public=request.method == "POST")
+        return Response(status_code=204)
+
+    async def ck_ttl(request: Request) -> Any:
+        srv.set_ttl(*ck(request), await jbody(request))
+        return Response(status_code=204)
+
+    async def ck_archive(request: Request) -> Any:
+        run, kind, name = ck(request)
+        srv.checkpoint(run, kind, name)
+        expires = int(time.time() + cfg.archive_url_ttl_s)
+        rel = f"{urllib.parse.quote(run, safe='')}/{kind}/{name}"
+        sig = srv.sign(f"{run}/{kind}/{name}", expires)
+        url = f"{request.base_url}_local/archive/{rel}?expires={expires}&sig={sig}"
+        http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(expires))
+        return Response(status_code=302, headers={"Location": url, "Expires": http_date})
+
+    async def ck_external_urls(request: Request) -> Any:
+        run, kind, name = ck(request)
+        srv.checkpoint(run, kind, name)
+        raise ApiError(404, "external weight URLs exist only for external checkpoints (save_weights_external)")
+
+    async def archive(request: Request) -> Any:
+        run, kind, name = ck(request)
+        q = request.query_params
+        srv.check_signature(f"{run}/{kind}/{name}", q.get("expires", ""), q.get("sig", ""))
+        srv.checkpoint(run, kind, name)
+        directory = srv.storage.checkpoint_dir(run, kind, name)
+
+        def pack() -> bytes:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+                for p in sorted(directory.rglob("*")):
+                    if p.is_file() and not p.is_symlink():
+                        tar.add(p, arcname=str(p.relative_to(directory)))
+            return buf.getvalue()
+
+        data = await anyio.to_thread.run_sync(pack)
+        fname = f"{name}.tar.gz"
+        return Response(data, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{fname}"'})
+
+    async def stats(request: Request) -> Any:
+        return srv.stats.snapshot()
+
+    async def set_faults(request: Request) -> Any:
+        try:
+            fc = fault_config_from_dict(await jbody(request))
+        except (TypeError, ValueError) as exc:
+            raise bad(str(exc)) from None
+        srv.config.faults = fc
+        srv.faults.set(fc)
+        return {"status": "ok"}
+
+    async def reset_stats(request: Request) -> Any:
+        srv.stats.reset()
+        return {"status": "ok"}
+
+    ckpt = f"{API}/training_runs/{{run}}/checkpoints/{{kind}}/{{name}}"
+    return [
+        Route(f"{API}/client/config", endpoint(client_config), methods=["POST"]),
+        Route(f"{API}/client/dynamic_config", endpoint(dynamic_config), methods=["POST"]),
+        post("create_session", srv.create_session),
+        post("session_heartbeat", srv.heartbeat),
+        Route(f"{API}/sessions/{{sid}}/finish", endpoint(finish), methods=["POST"]),
+        Route(f"{API}/sessions", endpoint(sessions), methods=["GET"]),
+        Route(f"{API}/sessions/{{sid}}", endpoint(session_get), methods=["GET"]),
+        Route(f"{API}/get_server_capabilities", endpoint(capabilities), methods=["GET"]),
+        Route(f"{API}/healthz", endpoint(healthz), methods=["GET"]),
+        post("create_model", srv.create_model),
+        post("get_info", srv.get_info),
+        post("unload_model", srv.unload_model),
+        Route(f"{API}/forward_backward", endpoint(forward_backward), methods=["POST"]),
+        Route(f"{API}/forward", endpoint(forward), methods=["POST"]),
+        post("optim_step", srv.optim_step),
+        post("save_weights", srv.save_weights),
+        post("save_weights_for_sampler", srv.save_weights_for_sampler),
+        post("load_weights", srv.load_weights),
+        post("create_sampling_session", srv.create_sampling_session),
+        post("join_sampling_session", srv.join_sampling_session),
+        Route(f"{API}/samplers/{{sid}}", endpoint(sampler_get), methods=["GET"]),
+        Route(f"{API}/asample", endpoint(asample), methods=["POST"]),
+        Route(f"{API}/retrieve_future", endpoint(retrieve_future), methods=["POST"]),
+        post("retrieve_futures", srv.retrieve_futures, enabled=cfg.retrieve_futures),
+        post("cancel_future", srv.cancel_future, enabled=cfg.cancel_future),
+        Route(f"{API}/telemetry", endpoint(telemetry), methods=["POST"]),
+        post("weights_info", srv.weights_info),
+        Route(f"{API}/training_runs", endpoint(runs_list), methods=["GET"]),
+        Route(f"{API}/training_runs/{{run}}", endpoint(run_get), methods=["GET"]),
+        Route(f"{API}/training_runs/{{run}}/checkpoints", endpoint(run_checkpoints), methods=["GET"]),
+        Route(f"{API}/checkpoints", endpoint(user_checkpoints), methods=["GET"]),
+        Route(ckpt, endpoint(ck_delete), methods=["DELETE"]),
+        Route(f"{ckpt}/publish", endpoint(ck_publish), methods=["POST", "DELETE"]),
+        Route(f"{ckpt}/ttl", endpoint(ck_ttl), methods=["PUT"]),
+        Route(f"{ckpt}/archive", endpoint(ck_archive), methods=["GET"]),
+        Route(f"{ckpt}/external_weights_urls", endpoint(ck_external_urls), methods=["GET"]),
+        Route("/_local/archive/{run}/{kind}/{name}", endpoint(archive), methods=["GET"]),
+        Route("/_local/stats", endpoint(stats), methods=["GET"]),
+        Route("/_local/stats/reset", endpoint(reset_stats), methods=["POST"]),
+        Route("/_local/faults", endpoint(set_faults), methods=["POST"]),
+    ]
+
+
+class LocalServerApp:
+    """The ASGI callable returned by :func:`create_app`; ``.server`` holds the state."""
+
+    def __init__(self, config: ServerConfig):
+        self.server = LocalServer(config)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.server.run)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+
+        self.starlette = Starlette(routes=build_routes(self.server), lifespan=lifespan)
+        self.gate = Gate(self.starlette, self.server)
+
+    @property
+    def stats(self) -> Any:
+        return self.server.stats
+
+    def lifespan(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Run the app's lifespan directly (for in-process tests over ASGITransport)."""
+        return self.starlette.router.lifespan_context(self.starlette)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self.gate(scope, receive, send)
+
+
+def create_app(config: ServerConfig) -> LocalServerApp:
+    return LocalServerApp(config)

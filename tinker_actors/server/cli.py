@@ -1,0 +1,104 @@
+"""``tinker-actors serve``: run the local Tinker-compatible server.
+
+``main(argv)`` parses ``serve [options]`` (the leading ``serve`` is optional)
+and blocks until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import FaultConfig, ServerConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinker-actors serve", description="Run the local Tinker-compatible server.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed at start)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where checkpoints and metadata live (default: a temp dir removed at exit)")
+    p.add_argument("--null-compute", action="store_true", help="skip the math; fixed-shape answers")
+    p.add_argument("--api-key", default=None, help="accept only this key (default: any key starting with tml-)")
+    p.add_argument("--server", choices=["hypercorn", "uvicorn"], default="hypercorn")
+    p.add_argument("--long-poll-timeout", type=float, default=30.0)
+    p.add_argument("--compute-threads", type=int, default=1)
+    f = p.add_argument_group("fault injection (seeded)")
+    f.add_argument("--fault-seed", type=int, default=0)
+    f.add_argument("--fault-rate-429", type=float, default=0.0)
+    f.add_argument("--fault-retry-after", type=float, default=1.0)
+    f.add_argument("--fault-rate-5xx", type=float, default=0.0)
+    f.add_argument("--fault-rate-drop", type=float, default=0.0)
+    f.add_argument("--fault-pause-futures", type=float, default=0.0, help="seconds a future stays queued")
+    f.add_argument("--fault-pause-rate", type=float, default=1.0)
+    f.add_argument("--fault-pause-kind", choices=["paused_capacity", "paused_rate_limit"], default="paused_capacity")
+    f.add_argument("--fault-expire-futures", type=float, default=None, help="finished futures answer 410 after this many seconds")
+    f.add_argument("--fault-session-expiry", type=float, default=None, help="sessions expire this long after their last heartbeat")
+    f.add_argument("--fault-slow", type=float, default=0.0, help="delay every answer by this many seconds")
+    f.add_argument("--fault-routes", default="", help="comma-separated route names the request faults apply to")
+    s = p.add_argument_group("feature switches (emulate older servers)")
+    for name in ("dynamic-config", "retrieve-futures", "cancel-future", "sessions-routes", "sample-sequence-ids"):
+        s.add_argument(f"--no-{name}", action="store_true", help=f"turn off {name}")
+    s.add_argument("--sample-use-retrieve-futures", action="store_true", help="tell the SDK to poll with retrieve_futures")
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> ServerConfig:
+    faults = FaultConfig(
+        seed=ns.fault_seed,
+        rate_429=ns.fault_rate_429,
+        retry_after_s=ns.fault_retry_after,
+        rate_5xx=ns.fault_rate_5xx,
+        rate_drop=ns.fault_rate_drop,
+        pause_futures_s=ns.fault_pause_futures,
+        pause_rate=ns.fault_pause_rate,
+        pause_kind=ns.fault_pause_kind,
+        expire_futures_s=ns.fault_expire_futures,
+        session_expiry_s=ns.fault_session_expiry,
+        slow_s=ns.fault_slow,
+        routes=[r for r in ns.fault_routes.split(",") if r],
+    )
+    return ServerConfig(
+        host=ns.host,
+        port=ns.port,
+        data_dir=ns.data_dir,
+        api_key=ns.api_key,
+        null_compute=ns.null_compute,
+        faults=faults,
+        long_poll_timeout_s=ns.long_poll_timeout,
+        compute_threads=ns.compute_threads,
+        dynamic_config=not ns.no_dynamic_config,
+        retrieve_futures=not ns.no_retrieve_futures,
+        cancel_future=not ns.no_cancel_future,
+        sessions_routes=not ns.no_sessions_routes,
+        sample_sequence_ids=not ns.no_sample_sequence_ids,
+        sample_use_retrieve_futures=ns.sample_use_retrieve_futures,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "serve":
+        args = args[1:]
+    ns = build_parser().parse_args(args)
+    config = config_from_args(ns)
+    if ns.server == "uvicorn":
+        from .serve import serve_uvicorn
+
+        print(f"tinker-actors local server on http://{config.host}:{config.port} (uvicorn)", flush=True)
+        serve_uvicorn(config)
+        return 0
+    import trio
+
+    from .serve import serve
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve, config)
+            print(f"tinker-actors local server on http://{config.host}:{port}", flush=True)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,212 @@
+"""The futures store: request_id -> state, result and waiters.
+
+A long poll waits on the future's ``anyio.Event`` so it answers within a
+scheduler tick of completion. Finished futures are kept for ``ttl_s`` after
+their first retrieval (or after completion when never retrieved); a lookup of a
+dropped id that this store issued answers "expired" (the app maps it to 410),
+an id it never issued answers "unknown" (404).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import anyio
+
+
+class FutureState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class Result:
+    """A finished future's answer.
+
+    ``value`` is a wire object; ``encode(kind)`` turns it into bytes for
+    ``kind`` in {"json", "proto"}. ``proto`` is True for result types the SDK
+    only accepts as protobuf.
+    """
+
+    value: Any
+    encode: Callable[[Any, str], bytes]
+    proto: bool = False
+    _cache: dict[str, bytes] = field(default_factory=dict)
+
+    def body(self, kind: str) -> bytes:
+        if kind not in self._cache:
+            self._cache[kind] = self.encode(self.value, kind)
+        return self._cache[kind]
+
+
+@dataclass
+class Future:
+    request_id: str
+    request_type: str
+    owner: str = ""  # model id or sampling session id
+    state: FutureState = FutureState.QUEUED
+    queue_state: str = "active"
+    queue_state_reason: str | None = None
+    result: Result | None = None
+    error: str | None = None
+    category: str = "unknown"
+    created: float = field(default_factory=time.monotonic)
+    finished_at: float | None = None
+    retrieved_at: float | None = None
+    expire_after_s: float | None = None  # fault: 410 once older than this
+    event: anyio.Event = field(default_factory=anyio.Event)
+    cancel_scope: anyio.CancelScope | None = None
+    sample_sequence_ids: list[str] | None = None
+    completion_index: int = -1  # position in its sampling session's completion log
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (FutureState.DONE, FutureState.FAILED, FutureState.CANCELLED)
+
+
+class Lookup(enum.Enum):
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+
+
+class FuturesStore:
+    """All futures of one server, bounded by a TTL after completion."""
+
+    def __init__(self, *, ttl_s: float = 600.0, clock: Callable[[], float] = time.monotonic):
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._futures: OrderedDict[str, Future] = OrderedDict()
+        self._expired: OrderedDict[str, None] = OrderedDict()
+        self._prefix = uuid.uuid4().hex[:8]
+        self._counter = itertools.count(1)
+        self._creates = 0
+        # per-sampling-session completion logs for retrieve_futures
+        self._completions: dict[str, list[str]] = {}
+        self._completion_events: dict[str, anyio.Event] = {}
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def create(self, request_type: str, owner: str = "") -> Future:
+        rid = f"req-{self._prefix}-{next(self._counter)}"
+        fut = Future(request_id=rid, request_type=request_type, owner=owner, created=self._clock())
+        self._futures[rid] = fut
+        self._creates += 1
+        if self._creates % 256 == 0:  # amortised: a sweep scans every future
+            self.sweep()
+        return fut
+
+    def get(self, request_id: str) -> Future | Lookup:
+        fut = self._futures.get(request_id)
+        if fut is None:
+            return Lookup.EXPIRED if request_id in self._expired else Lookup.UNKNOWN
+        if fut.finished and fut.expire_after_s is not None and fut.finished_at is not None:
+            if self._clock() - fut.finished_at >= fut.expire_after_s:
+                self._drop(request_id)
+                return Lookup.EXPIRED
+        return fut
+
+    def start(self, fut: Future) -> None:
+        if not fut.finished:
+            fut.state = FutureState.RUNNING
+            fut.queue_state = "active"
+            fut.queue_state_reason = None
+
+    def complete(self, fut: Future, result: Result) -> None:
+        if fut.finished:
+            return
+        fut.state = FutureState.DONE
+        fut.result = result
+        self._finish(fut)
+
+    def fail(self, fut: Future, error: str, category: str = "unknown") -> None:
+        if fut.finished:
+            return
+        fut.state = FutureState.FAILED
+        fut.error = error
+        fut.category = category
+        self._finish(fut)
+
+    def cancel(self, fut: Future) -> bool:
+        if fut.finished:
+            return False
+        fut.state = FutureState.CANCELLED
+        fut.error = "cancelled by the client"
+        fut.category = "user"
+        if fut.cancel_scope is not None:
+            fut.cancel_scope.cancel()
+        self._finish(fut)
+        return True
+
+    def mark_retrieved(self, fut: Future) -> None:
+        if fut.retrieved_at is None:
+            fut.retrieved_at = self._clock()
+
+    async def wait(self, fut: Future, timeout_s: float) -> bool:
+        """Wait until ``fut`` finishes or ``timeout_s`` passes; True when finished."""
+        if fut.finished:
+            return True
+        with anyio.move_on_after(timeout_s):
+            await fut.event.wait()
+        return fut.finished
+
+    # -- sampling-session completion logs (retrieve_futures) --------------
+    def track(self, fut: Future, session_key: str) -> None:
+        self._completions.setdefault(session_key, [])
+        fut.owner = session_key
+
+    def completions_since(self, session_key: str, cursor: int) -> tuple[list[Future], int]:
+        log = self._completions.get(session_key, [])
+        out = []
+        for rid in log[cursor:]:
+            fut = self._futures.get(rid)
+            if fut is not None:
+                out.append(fut)
+        return out, len(log)
+
+    async def wait_completion(self, session_key: str, cursor: int, timeout_s: float) -> None:
+        if len(self._completions.get(session_key, [])) > cursor:
+            return
+        ev = self._completion_events.setdefault(session_key, anyio.Event())
+        with anyio.move_on_after(timeout_s):
+            await ev.wait()
+
+    # -- internals -----------------------------------------------------
+    def _finish(self, fut: Future) -> None:
+        fut.finished_at = self._clock()
+        fut.event.set()
+        log = self._completions.get(fut.owner)
+        if log is not None:
+            fut.completion_index = len(log)
+            log.append(fut.request_id)
+            ev = self._completion_events.pop(fut.owner, None)
+            if ev is not None:
+                ev.set()
+
+    def _drop(self, request_id: str) -> None:
+        self._futures.pop(request_id, None)
+        self._expired[request_id] = None
+        while len(self._expired) > 100_000:
+            self._expired.popitem(last=False)
+
+    def sweep(self) -> None:
+        """Drop finished futures older than the TTL (from retrieval, else completion)."""
+        now = self._clock()
+        for rid, fut in list(self._futures.items()):
+            if not fut.finished or fut.finished_at is None:
+                continue
+            since = fut.retrieved_at if fut.retrieved_at is not None else fut.finished_at
+            if now - since > self._ttl_s:
+                self._drop(rid)
+
+    def open_count(self) -> int:
+        return sum(1 for f in self._futures.values() if not f.finished)

@@ -1,0 +1,39 @@
+"""Counters the tests and benchmarks read (``GET /_local/stats`` or ``app.state``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ServerStats:
+    requests: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+    duplicate_idempotency_keys: int = 0
+    open_long_polls: int = 0
+    peak_long_polls: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    work_done: Counter[str] = field(default_factory=Counter)
+
+    def long_poll_started(self) -> None:
+        self.open_long_polls += 1
+        self.peak_long_polls = max(self.peak_long_polls, self.open_long_polls)
+
+    def long_poll_ended(self) -> None:
+        self.open_long_polls -= 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "statuses": dict(self.statuses),
+            "duplicate_idempotency_keys": self.duplicate_idempotency_keys,
+            "open_long_polls": self.open_long_polls,
+            "peak_long_polls": self.peak_long_polls,
+            "faults": dict(self.faults),
+            "work_done": dict(self.work_done),
+        }
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
