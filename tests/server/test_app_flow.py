@@ -68,16 +68,19 @@ async def test_long_poll_wakes_promptly_on_completion(served) -> None:
 
     r = await client.post("/api/v1/forward_backward", json=fb_body(model_id, 1, b"x" * 400))
     rid = r.json()["request_id"]
+    started = time.monotonic()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(poll, rid)
         await trio.sleep(0)
     done_at, body = answers[0]
     assert "loss_fn_outputs" in body  # answered with the result, not try_again
+    # the poll (timeout 30 s) returned as soon as the work finished
+    assert done_at - started < 5
     assert app.stats.peak_long_polls >= 1 and app.stats.open_long_polls == 0
 
 
 async def test_try_again_carries_queue_state_while_paused(data_dir, autojump_clock) -> None:
-    cfg = ServerConfig(data_dir=data_dir, long_poll_timeout_s=5)
+    cfg = ServerConfig(data_dir=data_dir, long_poll_timeout_s=5, compute_inline=True)
     cfg.faults.pause_futures_s = 60
     cfg.faults.pause_kind = "paused_rate_limit"
     async with open_app(cfg) as (app, client):

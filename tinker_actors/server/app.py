@@ -78,9 +78,9 @@ def _inflate(body: bytes, encoding: str) -> bytes:
         return body
     try:
         if encoding == "zstd":
-            import zstandard
+            from ..wire.compression import decompress
 
-            return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+            return decompress(body)
         if encoding in ("gzip", "deflate"):
             return zlib.decompress(body, 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
     except Exception:

@@ -93,6 +93,9 @@ class ServerConfig:
     metadata_only_threshold: int = 64 * 1024
     seq_wait_timeout_s: float = 120.0
     compute_threads: int = 1
+    # run model work on the event loop instead of a worker thread: only for
+    # tests on a virtual clock, where a busy thread would let time jump
+    compute_inline: bool = False
     archive_url_ttl_s: float = 300.0
     # feature switches (older servers lack these)
     dynamic_config: bool = True

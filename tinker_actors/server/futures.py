@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ class Future:
     result: Result | None = None
     error: str | None = None
     category: str = "unknown"
-    created: float = field(default_factory=time.monotonic)
+    created: float = 0.0
     finished_at: float | None = None
     retrieved_at: float | None = None
     expire_after_s: float | None = None  # fault: 410 once older than this
@@ -81,7 +80,7 @@ class Lookup(enum.Enum):
 class FuturesStore:
     """All futures of one server, bounded by a TTL after completion."""
 
-    def __init__(self, *, ttl_s: float = 600.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, *, ttl_s: float = 600.0, clock: Callable[[], float] = anyio.current_time):
         self._ttl_s = ttl_s
         self._clock = clock
         self._futures: OrderedDict[str, Future] = OrderedDict()

@@ -31,7 +31,8 @@ class SessionRec:
     training_run_ids: list[str] = field(default_factory=list)
     sampler_ids: list[str] = field(default_factory=list)
     # runtime only
-    last_heartbeat: float = field(default_factory=time.monotonic, metadata={"runtime": True})
+    # on the event loop's clock (anyio.current_time); None until first seen
+    last_heartbeat: float | None = field(default=None, metadata={"runtime": True})
 
 
 @dataclass

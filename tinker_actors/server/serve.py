@@ -34,18 +34,16 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     hc = HyperConfig()
-    hc.bind = [f"fd://{sock.fileno()}"]
+    # hypercorn adopts (and at shutdown closes) the descriptor
+    hc.bind = [f"fd://{sock.detach()}"]
     hc.accesslog = None
     hc.errorlog = None
     hc.keep_alive_timeout = 75
     hc.graceful_timeout = 0.5
     hc.h11_max_incomplete_size = 64 * 1024
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(hyper_serve, app, hc)
-            task_status.started(port)
-    finally:
-        sock.close()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hyper_serve, app, hc)
+        task_status.started(port)
 
 
 def serve_uvicorn(config: ServerConfig) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from . import engine
@@ -129,7 +130,10 @@ class LocalServer:
             expiry = self.config.faults.session_expiry_s
             if rec.finished is not None:
                 raise ApiError(410, f"session {session_id!r} is finished")
-            if expiry is not None and time.monotonic() - rec.last_heartbeat > expiry:
+            now = anyio.current_time()
+            if rec.last_heartbeat is None:
+                rec.last_heartbeat = now
+            if expiry is not None and now - rec.last_heartbeat > expiry:
                 self.stats.faults["session_expired"] += 1
                 raise ApiError(410, f"session {session_id!r} expired: no heartbeat for {expiry} s")
         return rec
@@ -146,13 +150,14 @@ class LocalServer:
             display_name=body.get("display_name"),
             project_id=body.get("project_id"),
         )
+        rec.last_heartbeat = anyio.current_time()
         self.sessions[sid] = rec
         self._save("session", sid, rec)
         return {"session_id": sid, "type": "create_session"}
 
     def heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
         rec = self.session(body.get("session_id"))
-        rec.last_heartbeat = time.monotonic()
+        rec.last_heartbeat = anyio.current_time()
         return {"type": "session_heartbeat"}
 
     def finish_session(self, sid: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +208,7 @@ class LocalServer:
         with anyio.CancelScope() as scope:
             fut.cancel_scope = scope
             try:
-                result = await anyio.to_thread.run_sync(work, limiter=self.limiter)
+                result = await self.compute(work)
             except UserError as exc:
                 self.futures.fail(fut, str(exc), "user")
             except (ValueError, KeyError, BadPath) as exc:
@@ -215,6 +220,13 @@ class LocalServer:
                 self.stats.work_done[fut.request_type] += 1
                 self.futures.complete(fut, result)
         fut.cancel_scope = None
+
+    async def compute(self, fn: Callable[[], Any]) -> Any:
+        """Run blocking numpy work off the event loop (bounded by the limiter)."""
+        if self.config.compute_inline:
+            await anyio.lowlevel.checkpoint()
+            return fn()
+        return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
 
     async def _model_worker(self, rt: ModelRuntime, receive: Any) -> None:
         async with receive:
@@ -530,10 +542,10 @@ class LocalServer:
             src = self.storage.checkpoint_dir(run_id, kind, name)
             run = self.runs.get(run_id)
             base_model = run.base_model if run else (base_model or "")
-            handle = await anyio.to_thread.run_sync(lambda: self.engine.sampler_from_dir(src), limiter=self.limiter)
+            handle = await self.compute(lambda: self.engine.sampler_from_dir(src))
         elif isinstance(base_model, str):
             try:
-                handle = await anyio.to_thread.run_sync(lambda: self.engine.base_sampler(base_model), limiter=self.limiter)
+                handle = await self.compute(lambda: self.engine.base_sampler(base_model))
             except ValueError as exc:
                 raise bad(str(exc)) from None
         else:
