@@ -3,7 +3,7 @@ import trio
 import trio.testing
 
 from runtime_fakes import FakeTransport, Raw, http_error, session_server
-from tinker_actors.errors import ActorCrashedError, ConfigError, RateLimitError
+from tinker_actors.errors import ActorCrashedError, APIStatusError, ConfigError, RateLimitError, ServiceClosedError
 from tinker_actors.runtime.admission import SamplingAdmission
 from tinker_actors.runtime.config import ServiceConfig
 from tinker_actors.runtime.mailbox import Mailbox, call
@@ -69,6 +69,42 @@ async def test_pool_actor_bounded_concurrency_and_statistics(nursery, autojump_c
     assert results == ["ok"] * 8 and s.completed == 8 and s.in_flight == 0
     assert trio.current_time() >= 4  # 8 requests, 2 at a time, 1 s each
     assert s.latency.count == 8 and s.latency.p50 == pytest.approx(1)
+
+
+async def test_pool_actor_direct_requests_share_slots_fifo(nursery, autojump_clock):
+    order = []
+
+    async def slow(call):
+        order.append(call.json["i"])
+        await trio.sleep(1)
+        if call.json["i"] == 3:
+            raise http_error(500)
+        return call.json["i"]
+
+    pool = PoolActor("sampling", FakeTransport(slow), concurrency=2, mailbox_size=2)
+    await nursery.start(pool.run)
+    results, errors = {}, []
+
+    async def one(i):
+        try:
+            results[i] = await pool.request("POST", "/x", json={"i": i})
+        except APIStatusError as exc:
+            errors.append((i, exc.status_code))
+
+    for i in range(6):
+        nursery.start_soon(one, i)
+        await trio.sleep(0.01)  # a known arrival order
+    s = pool.statistics()
+    assert s.in_flight == 2 and s.queued == 4  # the rest wait in their own tasks
+    await trio.sleep(10)
+    assert order == list(range(6))  # FIFO
+    assert results == {i: i for i in range(6) if i != 3} and errors == [(3, 500)]
+    s = pool.statistics()
+    assert s.completed == 6 and s.errors == 1 and s.in_flight == 0 and s.queued == 0
+    await pool.wait_idle()
+    pool.mailbox.close(ServiceClosedError("closed"))
+    with pytest.raises(ServiceClosedError):
+        await pool.request("POST", "/x", json={"i": 9})
 
 
 async def test_mailbox_fail_in_flight(autojump_clock):

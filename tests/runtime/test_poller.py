@@ -111,6 +111,41 @@ async def test_complete_metadata_then_full_result(nursery, autojump_clock):
     assert poller._bytes.used_bytes == 0  # the reservation was returned
 
 
+async def test_small_expected_result_skips_complete_metadata(nursery, autojump_clock):
+    seen_during_poll = []
+
+    async def handler(call):
+        seen_during_poll.append(poller._bytes.used_bytes)
+        if call.json["allow_metadata_only"]:
+            return Raw({"status": "complete_metadata", "response_payload_size": 1000})
+        return Raw({"value": 4})
+
+    t = FakeTransport(handler)
+    poller = await start(nursery, t, inflight_bytes=10_000)
+    handle = poller.register(spec(expected_bytes=500))
+    assert await handle.result() == Result(4)
+    # one poll, straight to the payload, with the expected bytes held meanwhile
+    assert [c.json["allow_metadata_only"] for c in t.calls] == [False]
+    assert seen_during_poll == [500]
+    assert poller._bytes.used_bytes == 0
+
+
+@pytest.mark.parametrize("expected", [None, 200_000, 9_000])
+async def test_unknown_large_or_unaffordable_result_asks_metadata_first(nursery, autojump_clock, expected):
+    async def handler(call):
+        if call.json["allow_metadata_only"]:
+            return Raw({"status": "complete_metadata", "response_payload_size": 10})
+        return Raw({"value": 5})
+
+    t = FakeTransport(handler)
+    poller = await start(nursery, t, inflight_bytes=10_000)
+    poller._bytes.try_acquire(slots=0, nbytes=2_000)  # someone else holds part of the budget
+    handle = poller.register(spec(expected_bytes=expected))
+    assert await handle.result() == Result(5)
+    assert [c.json["allow_metadata_only"] for c in t.calls] == [True, False]
+    assert poller._bytes.used_bytes == 2_000
+
+
 async def test_request_failed_and_gone(nursery, autojump_clock):
     async def handler(call):
         if call.json["request_id"] == "bad":

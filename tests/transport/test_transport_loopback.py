@@ -28,6 +28,8 @@ class Server:
         self.requests = 0
         self.peers: set[tuple[str, int]] = set()
         self.fail_first = 0
+        self.encode: str | None = None  # answer with this Content-Encoding
+        self.seen: list[tuple[dict[str, str], bytes]] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":  # hypercorn's trio worker needs lifespan answered
@@ -53,14 +55,25 @@ class Server:
         finally:
             self.active -= 1
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        self.seen.append((headers, body))
         if self.fail_first > 0:
             self.fail_first -= 1
             status, payload = 503, {"detail": "warming up"}
         else:
             status, payload = 200, {"path": scope["path"], "key": headers.get("x-idempotency-key")}
         data = msgspec.json.encode(payload)
+        extra: list[tuple[bytes, bytes]] = []
+        if self.encode == "gzip":
+            import gzip
+
+            data, extra = gzip.compress(data), [(b"content-encoding", b"gzip")]
+        elif self.encode == "zstd":
+            import zstandard
+
+            data, extra = zstandard.ZstdCompressor().compress(data), [(b"content-encoding", b"zstd")]
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                                (b"x-request-id", b"req-1"), *extra]})
         await send({"type": "http.response.body", "body": data})
 
 
@@ -115,3 +128,30 @@ async def test_real_retry_keeps_the_idempotency_key() -> None:
             stats = transport.statistics()["session"]
     assert got == {"path": "/api/v1/create_session", "key": "k-1"}
     assert app.requests == 3 and stats.retries == 2
+
+
+async def test_real_socket_request_headers_body_and_encoded_answers() -> None:
+    """The pool talks httpcore directly: Host, Content-Length, our headers and gzip/zstd answers still work."""
+    app = Server()
+    with trio.fail_after(20):
+        async with running(app) as url, Transport(url, "tml-loopback") as transport:
+            plain = await transport.request("sampling", "POST", "asample", json={"i": 1}, headers={"X-Extra": "1"})
+            app.encode = "gzip"
+            gz = await transport.request("sampling", "POST", "asample", json={"i": 2})
+            app.encode = "zstd"
+            zs = await transport.request("sampling", "POST", "asample", json={"i": 3},
+                                         options=RequestOptions(raw=True))
+            app.encode = None
+            got = await transport.request("session", "GET", "healthz")
+    assert plain["path"] == gz["path"] == "/api/v1/asample" and got["key"] is None
+    assert msgspec.json.decode(zs.content)["path"] == "/api/v1/asample"
+    assert zs.headers["x-request-id"] == "req-1" and zs.status == 200
+    headers, body = app.seen[0]
+    host = url.split("//", 1)[1]
+    assert headers["host"] == host and headers["content-length"] == str(len(body))
+    assert body == b'{"i":1}' and headers["content-type"] == "application/json"
+    assert headers["x-api-key"] == "tml-loopback" and headers["x-extra"] == "1"
+    assert headers["x-idempotency-key"].startswith("tinker-actors-")
+    assert headers["x-stainless-retry-count"] == "0"
+    get_headers, get_body = app.seen[-1]
+    assert get_body == b"" and "x-idempotency-key" not in get_headers

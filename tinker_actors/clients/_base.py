@@ -161,8 +161,12 @@ class ClientContext:
         request_type: str,
         *,
         sampling_session_id: str | None = None,
+        expected_bytes: int | None = None,
     ) -> Any:
-        """Wait for a server future through the runtime's poller, mirroring its state on ``fut``."""
+        """Wait for a server future through the runtime's poller, mirroring its state on ``fut``.
+
+        ``expected_bytes``: an upper estimate of the result's size; a small one
+        lets the poller skip the complete_metadata round trip (see runtime.poller)."""
         fut.set_request_id(request_id)
         if self.poller is None:
             raise ServiceClosedError("the runtime has no future poller")
@@ -172,6 +176,7 @@ class ClientContext:
                 result_type=result_type,
                 request_type=request_type,
                 sampling_session_id=sampling_session_id,
+                expected_bytes=expected_bytes,
             )
         )
         fut.track(handle)

@@ -33,6 +33,7 @@ import structlog
 from ..errors import GoneError, ServiceClosedError
 from ..runtime.admission import estimate_bytes
 from ..wire import types as wt
+from ..wire.validate import validate_sample
 from ._base import ClientContext, RawView, take_options
 from .futures import APIFuture
 from .tokenizer import load_tokenizer
@@ -153,11 +154,19 @@ class SamplingClient:
                 record_stability_info=self.record_stability_info or None,
             )
 
+        # bad input is refused here, before a seq_id is spent or anything is sent
+        validate_sample(build(0))
         try:
             prompt_tokens = prompt.length
         except ValueError:
             prompt_tokens = 0
         estimated = estimate_bytes(prompt_tokens + (sampling_params.max_tokens or 0) * num_samples)
+        expected = _expected_result_bytes(
+            prompt_tokens, num_samples, sampling_params.max_tokens,
+            prompt_logprobs=include_prompt_logprobs or prompt_logprobs_last_n is not None
+            or target_prompt_logprobs is not None or prompt_alt_tokens_k > 0,
+            topk=max(topk_prompt_logprobs, topk_sample_logprobs, prompt_alt_tokens_k),
+        )
         first_seq = self._reserve_seq_id()
 
         async def run(fut: APIFuture[Any]) -> Any:
@@ -174,6 +183,7 @@ class SamplingClient:
                     response = await ctx.resolve(
                         fut, ack.request_id, wt.SampleResponse, "Sample",
                         sampling_session_id=self.sampling_session_id,
+                        expected_bytes=expected,
                     )
                 except GoneError:
                     if attempt == MAX_RESUBMITS:
@@ -255,6 +265,25 @@ def _rebuild(state: Mapping[str, Any], ctx: ClientContext | None) -> SamplingCli
 
 def _unpickle(state: Mapping[str, Any]) -> SamplingClient:
     return _rebuild(state, None)
+
+
+def _expected_result_bytes(
+    prompt_tokens: int, num_samples: int, max_tokens: int | None, *, prompt_logprobs: bool, topk: int
+) -> int | None:
+    """A generous upper estimate of a SampleResponse's protobuf size; None when unknown.
+
+    Per sampled token: the token id and its logprob (≤ 16 bytes with framing),
+    plus k alternatives of the same size; prompt scoring adds as much per
+    prompt token. The poller only uses it to skip complete_metadata for
+    small results, so erring high merely keeps the metadata step.
+    """
+    if max_tokens is None or max_tokens <= 0:
+        return None
+    per_token = 16 * (1 + topk)
+    size = 256 + num_samples * (64 + max_tokens * per_token)
+    if prompt_logprobs:
+        size += prompt_tokens * per_token
+    return size
 
 
 def _with_sequence_ids(response: wt.SampleResponse, ack: Any, num_samples: int) -> wt.SampleResponse:

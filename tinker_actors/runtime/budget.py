@@ -52,10 +52,13 @@ class FifoBudget:
         return len(self._queue)
 
     def _fits(self, waiter: _Waiter) -> bool:
+        return self._fits_now(waiter.slots, waiter.nbytes)
+
+    def _fits_now(self, slots: int, nbytes: int) -> bool:
         max_slots, max_bytes = self._limits()
-        if max_slots is not None and self.used_slots + waiter.slots > max_slots and self.used_slots > 0:
+        if max_slots is not None and self.used_slots + slots > max_slots and self.used_slots > 0:
             return False
-        if max_bytes is not None and self.used_bytes + waiter.nbytes > max_bytes and self.used_bytes > 0:
+        if max_bytes is not None and self.used_bytes + nbytes > max_bytes and self.used_bytes > 0:
             return False
         return True
 
@@ -76,6 +79,11 @@ class FifoBudget:
         max_bytes = self._limits()[1]
         if max_bytes is not None:
             nbytes = min(nbytes, max_bytes)
+        if not self._queue and self._fits_now(slots, nbytes):
+            # Uncontended: take it without a waiter, an Event and a cancel scope.
+            self.used_slots += slots
+            self.used_bytes += nbytes
+            return nbytes
         waiter = _Waiter(slots, nbytes)
         self._queue.append(waiter)
         self.regrant()
@@ -84,8 +92,13 @@ class FifoBudget:
                 deadline = wake_at() if wake_at is not None else math.inf
                 if deadline <= trio.current_time():
                     deadline = math.inf  # nothing will loosen by itself: wait for a release
-                with trio.move_on_at(deadline):
+                if deadline == math.inf:
+                    # no cancel scope for a wait without a deadline: thousands of
+                    # queued samples each held one (≈ 700 bytes apiece)
                     await waiter.event.wait()
+                else:
+                    with trio.move_on_at(deadline):
+                        await waiter.event.wait()
                 self.regrant()
         except BaseException:
             if waiter.granted:
@@ -95,6 +108,19 @@ class FifoBudget:
                 self.regrant()
             raise
         return nbytes
+
+    def try_acquire(self, *, slots: int = 1, nbytes: int = 0) -> bool:
+        """Take ``slots`` and ``nbytes`` now if nobody waits and they fit; never blocks."""
+        if self._queue:
+            return False
+        max_slots, max_bytes = self._limits()
+        if max_slots is not None and self.used_slots + slots > max_slots:
+            return False
+        if max_bytes is not None and self.used_bytes + nbytes > max_bytes:
+            return False
+        self.used_slots += slots
+        self.used_bytes += nbytes
+        return True
 
     def release(self, *, slots: int = 1, nbytes: int = 0) -> None:
         self.used_slots -= slots

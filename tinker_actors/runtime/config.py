@@ -72,6 +72,10 @@ class PollSettings(msgspec.Struct, frozen=True, kw_only=True):
     warn_debounce_s: float = 60.0
     cancel_timeout: float = 30.0
     cancel_concurrency: int = 8
+    # A future whose expected result is at most this many bytes skips the
+    # complete_metadata step when the inflight byte budget has room at once
+    # (0 disables). The local server's own threshold is 64 KiB.
+    metadata_skip_bytes: int = 64 * 1024
 
 
 def _mask(key: str | None) -> str:
@@ -107,6 +111,9 @@ class ServiceConfig:
     close_grace: float = 30.0
     sdk_version: str = __version__
     check_key: bool = True
+    # TLS certificate verification for an https base_url. Turning it off is
+    # explicit and the transport logs a warning when it opens.
+    verify_tls: bool = True
 
     def __post_init__(self) -> None:
         if self.check_key:

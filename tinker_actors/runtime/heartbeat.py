@@ -74,7 +74,10 @@ class HeartbeatActor:
             return
         self.health = msgspec.structs.replace(self.health, state="expired", since=trio.current_time())
         self.expired.set()
-        exc = SessionExpiredError(f"session {self.session_id} expired: {reason}")
+        exc = SessionExpiredError(
+            f"session {self.session_id} expired: {reason}. Work in flight is lost; open a new "
+            "ServiceClient and resume from your last checkpoint (or journal)"
+        )
         log.error("session_expired", session_id=self.session_id, reason=reason)
         for callback in self._callbacks:
             callback(exc)

@@ -126,6 +126,11 @@ class Mailbox(Generic[M]):
             return envelope
 
     @property
+    def closed_error(self) -> BaseException | None:
+        """Why the mailbox was closed (None while open)."""
+        return self._closed_error
+
+    @property
     def queued(self) -> int:
         stats = self._send.statistics()
         return stats.current_buffer_used + stats.tasks_waiting_send

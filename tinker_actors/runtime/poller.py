@@ -8,6 +8,8 @@
     FuturePoller.run (one nursery)
       ├─ per future: drive(handle)
       │     ├─ batched? wait on SessionBatch (one retrieve_futures long-poll per sampling session)
+      │     ├─ small expected result (spec.expected_bytes ≤ metadata_skip_bytes) and the
+      │     │  inflight byte budget has room at once: reserve it, poll allow_metadata_only=false
       │     └─ retrieve_future long-polls, at most `max_open_polls` open at once (FIFO slots)
       │          try_again ─▶ queue_state tracked, re-poll (never faster than min_poll_interval)
       │          complete_metadata ─▶ reserve payload bytes, re-poll allow_metadata_only=false
@@ -36,6 +38,7 @@ closing) ends every pending future with the given error.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import random
 from collections.abc import Callable
@@ -96,6 +99,12 @@ class FutureSpec(msgspec.Struct, frozen=True, kw_only=True):
     cloned_sampler_id: int = 0
     accept_proto: bool | None = None  # None: decide from result_type
     progress_timeout: float | None = None  # None: the poller's setting
+    # The caller's upper estimate of the result's size. When it is small and the
+    # inflight byte budget has room right now, the bytes are reserved up front
+    # and the first poll asks for the payload itself (allow_metadata_only=false),
+    # which saves the complete_metadata round trip (protocol §6) for every
+    # small result. None: always ask for metadata first.
+    expected_bytes: int | None = None
 
 
 class FutureStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,6 +167,11 @@ class FutureHandle:
     @property
     def done(self) -> bool:
         return self._done.is_set()
+
+    @property
+    def state_since(self) -> float:
+        """When (``trio.current_time()``) the current state began."""
+        return self._state_since
 
     def time_in_state(self) -> dict[str, float]:
         times = dict(self._time_in)
@@ -267,12 +281,17 @@ class _Batch:
 _FALLBACK = object()  # batched polling unavailable: poll this future on its own
 
 
-def _classify(content_type: str, body: bytes, result_type: Any) -> Any:
+@functools.cache
+def _classifier() -> Callable[[str, bytes, Any], Any]:
     try:
         from ..wire.futures import classify_future_response  # type: ignore[import-not-found]
     except ImportError:
-        return _local_classify(content_type, body, result_type)
-    return classify_future_response(content_type, body, result_type)
+        return _local_classify
+    return classify_future_response
+
+
+def _classify(content_type: str, body: bytes, result_type: Any) -> Any:
+    return _classifier()(content_type, body, result_type)
 
 
 class TryAgainResponse(msgspec.Struct, frozen=True):
@@ -433,6 +452,9 @@ class FuturePoller:
                         if size:
                             handle._bytes_held = await self._bytes.acquire(slots=0, nbytes=size)
                         allow_metadata_only = False
+                if allow_metadata_only and not handle.done and not handle._bytes_held and self._reserve_expected(spec):
+                    handle._bytes_held = spec.expected_bytes or 0
+                    allow_metadata_only = False
                 if not handle.done:
                     await self._poll_loop(handle, allow_metadata_only)
         except Exception as exc:  # a bug here must end this future loudly, not hang it
@@ -443,6 +465,13 @@ class FuturePoller:
             handle._scope = None
             if handle.done:
                 self._ack_retrieved(handle)
+
+    def _reserve_expected(self, spec: FutureSpec) -> bool:
+        """Reserve a small expected result's bytes now, if that needs no waiting."""
+        size = spec.expected_bytes
+        if size is None or size > self.settings.metadata_skip_bytes:
+            return False
+        return self._bytes.try_acquire(slots=0, nbytes=size)
 
     # --- per-future long poll ---------------------------------------------
     def _deadline(self, handle: FutureHandle) -> float:

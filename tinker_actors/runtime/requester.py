@@ -12,6 +12,7 @@ package provides it, else a stand-in with the same fields (fakes read either).
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any, Protocol
 
 import msgspec
@@ -52,6 +53,7 @@ class _Options(msgspec.Struct, frozen=True, kw_only=True):
     raw: bool = False
 
 
+@functools.cache
 def _transport_options_type() -> Any:
     try:
         from ..transport import RequestOptions  # type: ignore[attr-defined]
@@ -60,7 +62,9 @@ def _transport_options_type() -> Any:
     return RequestOptions
 
 
+@functools.lru_cache(maxsize=64)
 def options(*, timeout: float | None = None, max_retries: int | None = None, raw: bool = False) -> Any:
+    """Request options (frozen, so one object per distinct set of values is shared)."""
     cls = _transport_options_type()
     kwargs: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
     if raw:
@@ -68,13 +72,15 @@ def options(*, timeout: float | None = None, max_retries: int | None = None, raw
     return cls(**kwargs)
 
 
-def resource(value: Resource) -> Any:
-    """Map our resource name to the transport's enum when it exists."""
+@functools.cache
+def resource(value: Resource | str) -> Any:
+    """Map our resource name to the transport's enum when it exists (cached: it is on every request)."""
+    name = Resource(str(value))
     try:
         from ..transport import ResourceType  # type: ignore[attr-defined]
     except ImportError:
-        return value
-    return ResourceType(value.value)
+        return name
+    return ResourceType(name.value)
 
 
 def raw_parts(response: Any) -> tuple[str, bytes]:

@@ -105,8 +105,10 @@ class Service:
         if self.closing:
             raise ServiceClosedError("the service is closing")
         if self.heartbeat.expired.is_set():
-            raise SessionExpiredError(f"session {self.session_id} has expired")
-        return await self.requester.request(resource(Resource(str(res))), method, path, **kwargs)
+            raise SessionExpiredError(
+                f"session {self.session_id} has expired; open a new ServiceClient and resume from your last checkpoint (or journal)"
+            )
+        return await self.requester.request(resource(res), method, path, **kwargs)
 
     def new_sequencer(self, model_id: str, *, first_seq_id: int = 1) -> TrainingSequencer:
         return TrainingSequencer(model_id, first_seq_id=first_seq_id)
@@ -246,14 +248,17 @@ def _close_reason(exc: BaseException, crashed: BaseException | None) -> str:
 
 async def _open_transport(config: ServiceConfig) -> Any:
     from ..transport import PoolLimits, Transport
+    from ..transport.retry import RetryPolicy
 
     known = {k: v for k, v in config.pool_limits.items() if k in PoolLimits.__struct_fields__}
     return Transport(
         config.base_url,
         config.api_key or "",
         limits=PoolLimits(**known),
+        retry=RetryPolicy(max_retries=config.max_retries),
         timeout=config.request_timeout,
         connect_timeout=config.connect_timeout,
+        verify=config.verify_tls,
     )
 
 

@@ -35,7 +35,7 @@ from .headers import base_headers
 from .limits import PoolLimits, ResourceType
 from .options import DEFAULT_OPTIONS, IdempotencyKey, RawResponse, RequestOptions
 from .pool import Pool, tls_context
-from .responses import decode_body, plain_headers, signed_url_from, status_error_from
+from .responses import decode_body, signed_url_from, status_error_from
 from .retry import RetryPolicy, is_proxy_rejection, next_delay, should_retry
 from .stats import PoolStatistics
 
@@ -49,6 +49,7 @@ API_PREFIX = "/api/v1/"
 _JSON = "application/json"
 _KEYLESS_METHODS = frozenset({"GET", "HEAD"})
 _encoder = msgspec.json.Encoder()
+_URL_CACHE_SIZE = 256  # paths with ids in them (checkpoints, sessions) must not grow it without bound
 
 
 class Transport:
@@ -92,6 +93,8 @@ class Transport:
         self._random = random or _random.Random().random
         self._wall_clock = wall_clock
         self._pools: dict[ResourceType, Pool] = {}
+        # Parsed URLs by path: parsing one costs as much as a tenth of a request.
+        self._urls: dict[str, httpx.URL] = {}
         self._stack: contextlib.AsyncExitStack | None = None
 
     def __repr__(self) -> str:
@@ -206,7 +209,11 @@ class Transport:
             path = path[len("api/v1/"):]
         endpoint = f"{method} {API_PREFIX}{path}"
 
-        url = httpx.URL(self.base_url + API_PREFIX + path)
+        url = self._urls.get(path)
+        if url is None:
+            url = httpx.URL(self.base_url + API_PREFIX + path)
+            if len(self._urls) < _URL_CACHE_SIZE:
+                self._urls[path] = url
         if opts.extra_query:
             url = url.copy_merge_params(dict(opts.extra_query))
         body = self._body(json, content, opts)
@@ -244,12 +251,12 @@ class Transport:
         retries = 0
         while True:
             call_headers["x-stainless-retry-count"] = str(retries)
-            request = httpx.Request(method, url, headers=call_headers, content=body, extensions={"timeout": timeouts})
+            raw_headers = [(name.encode(), value.encode()) for name, value in call_headers.items()]
             status: int | None = None
             response_headers: dict[str, str] | None = None
             failure: TinkerActorsError
             try:
-                response, elapsed = await pool.send(request, guard=guard)
+                response, elapsed = await pool.send_parts(method, url, raw_headers, body, timeouts, guard=guard)
             except (httpx.TimeoutException, trio.TooSlowError) as exc:
                 failure = APITimeoutError(_describe(exc, "timed out", self._secrets), endpoint=endpoint)
                 failure.__cause__ = exc
@@ -263,7 +270,7 @@ class Transport:
                 retryable = True
             else:
                 status = response.status_code
-                response_headers = plain_headers(response.headers)
+                response_headers = response.headers
                 raw = RawResponse(status, response_headers, response.content, elapsed)
                 if 200 <= status < 300:
                     if opts.raw:

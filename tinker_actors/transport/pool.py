@@ -7,12 +7,15 @@ client CPU (DESIGN.md). So a pool
 
 * admits at most as many requests as it has connections, through one FIFO
   ``trio.CapacityLimiter`` (so httpcore never holds a queued request), and
-* splits its connections over several small ``httpx.AsyncClient`` shards of at
-  most ``shard_size`` connections each (so each scan is short).
+* splits its connections over several small httpx transport shards
+  (``httpx.AsyncHTTPTransport``, each its own httpcore pool) of at most
+  ``shard_size`` connections each (so each scan is short). Requests go to the
+  shard's transport directly; ``httpx.AsyncClient`` would add cookie, auth
+  and redirect handling we never use.
 
 The limiter's total equals the sum of the shards' sizes, so an admitted request
 always finds a free slot on the pool's stack of free slots (an O(1) pop in sync
-code). The clients are opened and closed by ``async with pool``.
+code). The transports are opened and closed by ``async with pool``.
 """
 
 from __future__ import annotations
@@ -23,13 +26,20 @@ import math
 import ssl
 from collections.abc import Sequence
 
+from typing import NamedTuple
+
+import httpcore
 import httpx
 import trio
+from httpx._decoders import SUPPORTED_DECODERS  # the decoders httpx itself uses (gzip, deflate, zstd, br)
+from httpx._transports.default import map_httpcore_exceptions as _map_httpcore_exceptions
 
 from .limits import ResourceType
+from .netstream import coalescing_pool
+from .responses import plain_headers
 from .stats import LatencyWindow, PoolStatistics
 
-__all__ = ["Pool", "split_connections", "tls_context"]
+__all__ = ["Pool", "Reply", "split_connections", "tls_context"]
 
 
 @functools.cache
@@ -45,11 +55,21 @@ def split_connections(connections: int, shard_size: int) -> tuple[int, ...]:
     return tuple(base + (1 if i < extra else 0) for i in range(shards))
 
 
-class _Shard:
-    __slots__ = ("client", "size", "in_flight", "peak")
+class Reply(NamedTuple):
+    """One answer, body read and content-decoded; header names lower-cased."""
 
-    def __init__(self, client: httpx.AsyncClient, size: int) -> None:
-        self.client = client
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+
+class _Shard:
+    __slots__ = ("transport", "raw", "size", "in_flight", "peak")
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None, raw: httpcore.AsyncConnectionPool | None, size: int) -> None:
+        # exactly one of the two: our own httpcore pool, or an injected httpx transport
+        self.transport = transport
+        self.raw = raw
         self.size = size
         self.in_flight = 0
         self.peak = 0
@@ -103,8 +123,14 @@ class Pool:
             raise RuntimeError(f"{self!r} is already open")
         stack = contextlib.AsyncExitStack()
         try:
+            if self._http_transport is not None:
+                # An injected transport (tests' MockTransport) is shared by every shard: open it once.
+                await stack.enter_async_context(self._http_transport)
             for size in self._sizes:
-                client = httpx.AsyncClient(
+                if self._http_transport is not None:
+                    self._shards.append(_Shard(self._http_transport, None, size))
+                    continue
+                raw = coalescing_pool(
                     limits=httpx.Limits(
                         max_connections=size,
                         # Keep every connection: closing and reopening under load costs more.
@@ -112,14 +138,9 @@ class Pool:
                         keepalive_expiry=self._keepalive_expiry,
                     ),
                     verify=self._verify,
-                    http1=True,
-                    http2=False,
-                    follow_redirects=False,
-                    trust_env=False,
-                    transport=self._http_transport,
                 )
-                await stack.enter_async_context(client)
-                self._shards.append(_Shard(client, size))
+                await stack.enter_async_context(raw)
+                self._shards.append(_Shard(None, raw, size))
         except BaseException:
             await stack.aclose()
             self._shards.clear()
@@ -149,11 +170,29 @@ class Pool:
         self._proxy_budget -= 1
         return True
 
-    async def send(self, request: httpx.Request, *, guard: float | None = None) -> tuple[httpx.Response, float]:
-        """Send ``request`` and read its whole body; return the response and its latency.
+    async def send(self, request: httpx.Request, *, guard: float | None = None) -> tuple[Reply, float]:
+        """Send an ``httpx.Request``; see :meth:`send_parts`."""
+        body = request.content
+        return await self.send_parts(
+            request.method, request.url, request.headers.raw, body, request.extensions.get("timeout"), guard=guard
+        )
 
-        ``guard`` bounds the wait for the response headers (seconds), for
-        transports that enforce no timeouts of their own; raises trio.TooSlowError.
+    async def send_parts(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        timeouts: dict[str, float | None] | None,
+        *,
+        guard: float | None = None,
+    ) -> tuple[Reply, float]:
+        """Send one request and read its whole body; return the reply and its latency.
+
+        ``headers`` are sent as given (plus Host and Content-Length when
+        missing). ``guard`` bounds the wait for the response headers (seconds),
+        for transports that enforce no timeouts of their own; raises
+        trio.TooSlowError. Network failures raise httpx's exceptions.
         """
         if self._stack is None:
             raise RuntimeError(f"{self!r} is not open")
@@ -169,21 +208,16 @@ class Pool:
             self._attempts += 1
             start = trio.current_time()
             try:
-                if guard is None:
-                    response = await shard.client.send(request, stream=True)
+                if shard.raw is not None:
+                    reply = await _send_raw(shard.raw, method, url, headers, body, timeouts, guard)
                 else:
-                    with trio.fail_after(guard):
-                        response = await shard.client.send(request, stream=True)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
+                    reply = await _send_httpx(shard.transport, method, url, headers, body, timeouts, guard)
             finally:
                 shard.in_flight -= 1
                 self._free.append(shard)
             elapsed = trio.current_time() - start
             self._latency.add(elapsed)
-            return response, elapsed
+            return reply, elapsed
 
     def record_completed(self) -> None:
         self._completed += 1
@@ -211,3 +245,101 @@ class Pool:
             retries=self._retries,
             latency=self._latency.summary(),
         )
+
+
+# httpcore directly, not httpx.AsyncClient nor even httpx.AsyncHTTPTransport:
+# on the sample path the client's cookie jar, auth and redirect machinery and
+# the httpx Request/Response models (header normalization three times over,
+# URL re-parsing, stream wrappers) cost about a third of the client's CPU per
+# request, and we use none of it (redirects are never followed; the key is a
+# header; bodies are bytes). Exceptions are mapped to httpx's as its own
+# transport maps them, so callers see the same errors.
+_CONTENT_LENGTH = b"Content-Length"
+
+
+async def _send_raw(
+    pool: httpcore.AsyncConnectionPool,
+    method: str,
+    url: httpx.URL,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes | None,
+    timeouts: dict[str, float | None] | None,
+    guard: float | None,
+) -> Reply:
+    raw_url = url.raw_scheme, url.raw_host, url.port, url.raw_path
+    headers = [(b"Host", _host_header(raw_url[0], raw_url[1], raw_url[2])), *headers]
+    if body is not None:
+        headers.append((_CONTENT_LENGTH, str(len(body)).encode()))
+    elif method not in ("GET", "HEAD"):
+        headers.append((_CONTENT_LENGTH, b"0"))
+    request = httpcore.Request(
+        method.encode(),
+        httpcore.URL(scheme=raw_url[0], host=raw_url[1], port=raw_url[2], target=raw_url[3]),
+        headers=headers,
+        content=body if body is not None else b"",
+        extensions={"timeout": timeouts} if timeouts is not None else {},
+    )
+    with _map_httpcore_exceptions():
+        if guard is None:
+            response = await pool.handle_async_request(request)
+        else:
+            with trio.fail_after(guard):
+                response = await pool.handle_async_request(request)
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+    plain: dict[str, str] = {}
+    for name, value in response.headers:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        plain[key] = f"{plain[key]}, {text}" if key in plain else text
+    encoding = plain.get("content-encoding")
+    if encoding and content:
+        content = _decode_content(encoding, content)
+    return Reply(response.status, plain, content)
+
+
+async def _send_httpx(
+    transport: httpx.AsyncBaseTransport | None,
+    method: str,
+    url: httpx.URL,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes | None,
+    timeouts: dict[str, float | None] | None,
+    guard: float | None,
+) -> Reply:
+    assert transport is not None
+    request = httpx.Request(method, url, headers=headers, content=body,
+                            extensions={"timeout": timeouts} if timeouts is not None else {})
+    if guard is None:
+        response = await transport.handle_async_request(request)
+    else:
+        with trio.fail_after(guard):
+            response = await transport.handle_async_request(request)
+    response.request = request
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+    return Reply(response.status_code, plain_headers(response.headers), response.content)
+
+
+def _host_header(scheme: bytes, host: bytes, port: int | None) -> bytes:
+    default = {b"http": 80, b"https": 443}.get(scheme)
+    if b":" in host:  # IPv6 literal
+        host = b"[" + host + b"]"
+    return host if port is None or port == default else host + b":" + str(port).encode()
+
+
+def _decode_content(encoding: str, content: bytes) -> bytes:
+    """Undo Content-Encoding (gzip, deflate, zstd, br), last applied first; httpx.DecodingError on failure."""
+    for name in reversed([part.strip().lower() for part in encoding.split(",") if part.strip()]):
+        if name == "identity":
+            continue
+        decoder_class = SUPPORTED_DECODERS.get(name)
+        if decoder_class is None:
+            continue  # as httpx does: leave an unknown encoding alone
+        decoder = decoder_class()
+        content = decoder.decode(content) + decoder.flush()
+    return content
