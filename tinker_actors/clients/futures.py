@@ -168,8 +168,16 @@ class APIFuture(Generic[T]):
 
     @property
     def time_in_state(self) -> float:
-        """Seconds since :attr:`state` last changed (as this future saw it)."""
-        self.state  # noqa: B018 - refresh from the tracker first
+        """Seconds since :attr:`state` last changed (as the runtime saw it, when it tracks the future)."""
+        state = self.state  # refresh from the tracker first
+        since = getattr(self._tracker, "state_since", None)
+        if since is not None and not state.final:
+            # The runtime saw the change when the server reported it; this
+            # future only records it when first read, which can be much later.
+            try:
+                return max(0.0, trio.current_time() - float(since))
+            except RuntimeError:  # read from outside the trio thread (sync facade)
+                pass
         return time.monotonic() - self._history[-1].at
 
     @property

@@ -26,6 +26,7 @@ import numpy as np
 import structlog
 import trio
 
+from ..errors import GoneError
 from ..wire import types as wt
 from ._base import ClientContext, RawView, take_options
 from .chunking import combine_outputs, plan_chunks
@@ -35,6 +36,32 @@ from .tokenizer import load_tokenizer
 __all__ = ["TrainingClient"]
 
 log = structlog.get_logger()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+async def _resolve_ordered(ctx: ClientContext, fut: APIFuture[Any], request_id: str, result_type: Any, request_type: str) -> Any:
+    """``ctx.resolve`` for a training request; a 410 says what to do about it.
+
+    A sample may be resubmitted after a 410; a training request may not: the
+    model may already have applied it, and its seq_id is spent.
+    """
+    try:
+        return await ctx.resolve(fut, request_id, result_type, request_type)
+    except GoneError as exc:
+        raise GoneError(
+            f"the server no longer has the result of {request_type} {request_id} (it expired before it was "
+            "read). A training step cannot be resubmitted safely. Restore your last checkpoint with "
+            "ServiceClient.create_training_client_from_state_with_optimizer(path) and redo the steps after it",
+            status_code=410,
+            endpoint=exc.endpoint,
+            body=exc.body,
+            request_id=request_id,
+        ) from exc
 
 
 class TrainingClient:
@@ -84,7 +111,7 @@ class TrainingClient:
             answer = await self._submit(seq_id, lambda: send(request, raw_response))
             if raw_response:
                 return answer
-            return await ctx.resolve(fut, answer.request_id, result_type, request_type)
+            return await _resolve_ordered(ctx, fut, answer.request_id, result_type, request_type)
 
         fut = ctx.start(name, run)
         return fut
@@ -140,19 +167,27 @@ class TrainingClient:
                     return
                 if i == 0:
                     fut.set_request_id(answer.request_id)
-                    results[i] = await ctx.resolve(
-                        fut, answer.request_id, wt.ForwardBackwardOutput, "Forward" if forward_only else "ForwardBackward"
+                    results[i] = await _resolve_ordered(
+                        ctx, fut, answer.request_id, wt.ForwardBackwardOutput, "Forward" if forward_only else "ForwardBackward"
                     )
                 else:
                     handle_fut: APIFuture[Any] = APIFuture(name=f"{name}[{i}]")
-                    results[i] = await ctx.resolve(
-                        handle_fut, answer.request_id, wt.ForwardBackwardOutput,
+                    results[i] = await _resolve_ordered(
+                        ctx, handle_fut, answer.request_id, wt.ForwardBackwardOutput,
                         "Forward" if forward_only else "ForwardBackward",
                     )
 
-            async with trio.open_nursery() as nursery:
-                for i in range(len(chunks)):
-                    nursery.start_soon(one, i)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for i in range(len(chunks)):
+                        nursery.start_soon(one, i)
+            except BaseExceptionGroup as group:
+                # The caller awaits one operation: it gets the failing chunk's
+                # typed error (the first, if several failed), never a group.
+                errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+                if errors:
+                    raise errors[0] from None
+                raise
             if raw_response:
                 return results[0] if len(results) == 1 else results
             return combine_outputs(results)
