@@ -60,7 +60,7 @@ from .config import BASE_MODEL_NAME, BASE_MODELS, MAX_CONTEXT, AdamConfig, LoraC
 from .losses import LOSS_FUNCTIONS, LOSS_INPUTS
 from .null import NullModel, NullSampler, load_null_sampler
 from .sampling import DEFAULT_MAX_TOKENS, SampledSequence, SampleResult, Sampler, TopK
-from .tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, VOCAB_SIZE, ByteTokenizer
+from ...byte_tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, VOCAB_SIZE, ByteTokenizer
 from .trainable import Datum, FBResult, TrainableModel, load_sampler
 
 __all__ = [

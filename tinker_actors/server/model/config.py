@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .tokenizer import VOCAB_SIZE
+from ...byte_tokenizer import VOCAB_SIZE
 
 __all__ = [
     "BASE_MODEL_NAME",

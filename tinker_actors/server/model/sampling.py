@@ -32,7 +32,7 @@ import numpy as np
 
 from .config import MAX_CONTEXT, LoraConfig, ModelConfig
 from .network import Params, base_params, decode_step, lora_scale, prefill
-from .tokenizer import EOS_TOKEN_ID
+from ...byte_tokenizer import EOS_TOKEN_ID
 
 __all__ = ["Sampler", "SampleResult", "SampledSequence", "TopK", "parse_stop", "check_tokens", "DEFAULT_MAX_TOKENS"]
 

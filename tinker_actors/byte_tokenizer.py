@@ -1,7 +1,9 @@
 """Byte-level tokenizer: 256 byte tokens plus a few special tokens.
 
-Dependency-free on purpose (stdlib only) so the client side can carry a copy
-without importing numpy or the server. No vocabulary file, no download.
+The vocabulary of the local server's model. It lives at the top of the package,
+stdlib only, because both sides need it and neither may import the other: the
+server's model trains on it and the clients hand it out from ``get_tokenizer()``.
+No vocabulary file, no download.
 
 Ids: 0..255 are the bytes themselves, 256 is BOS, 257 is EOS, 258..263 are
 reserved (valid ids that decode to nothing). ``vocab_size`` is 264, padded so
@@ -29,10 +31,13 @@ class ByteTokenizer:
     vocab_size: int = VOCAB_SIZE
     name: str = "tinker-actors/byte"
 
-    def encode(self, text: str, add_bos: bool = False) -> list[int]:
-        """Token ids of ``text`` (its UTF-8 bytes), with BOS first when asked."""
+    def encode(self, text: str, add_bos: bool = False, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text`` (its UTF-8 bytes), with BOS first when asked.
+
+        ``add_special_tokens`` is the Hugging Face spelling of ``add_bos``.
+        """
         ids = list(text.encode("utf-8"))
-        return [BOS_TOKEN_ID, *ids] if add_bos else ids
+        return [BOS_TOKEN_ID, *ids] if (add_bos or add_special_tokens) else ids
 
     def decode(self, tokens: Iterable[int], skip_special_tokens: bool = True) -> str:
         """Text of ``tokens``; invalid UTF-8 becomes U+FFFD rather than raising.
@@ -55,6 +60,10 @@ class ByteTokenizer:
                 parts.append(_SPECIAL_NAMES.get(tok, f"<|reserved_{tok}|>"))
         parts.append(out.decode("utf-8", errors="replace"))
         return "".join(parts)
+
+    def __call__(self, text: str) -> dict[str, list[int]]:
+        """Hugging Face call style: ``tokenizer(text)["input_ids"]``."""
+        return {"input_ids": self.encode(text)}
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes one token stands for (empty for special tokens)."""
