@@ -36,6 +36,10 @@ from tinker_actors.runtime.config import ServiceConfig
 from tinker_actors.server import ServerConfig, create_app, serve
 from tinker_actors.transport import Transport
 
+# The local server encodes protobuf results (and may import this module) in a
+# worker thread; on the virtual clock a first import there takes "forever".
+from tinker_actors.wire.proto import tinker_public_pb2  # noqa: F401
+
 KEY = "tml-reliability-Secret0123456789"
 BASE_MODEL = "tinker-actors/byte-lm-tiny"
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +12,8 @@ from tinker_actors.server import ServerConfig, create_app
 
 HEADERS = {"X-API-Key": "tml-test"}
 BASE = "tinker-actors/byte-lm-tiny"
+# what the SDK sends to create_session (tags and sdk_version are required)
+SESSION_BODY = {"tags": [], "user_metadata": {}, "sdk_version": "t", "type": "create_session"}
 
 
 @contextlib.asynccontextmanager
@@ -25,7 +26,7 @@ async def open_app(config: ServerConfig) -> AsyncIterator[tuple[Any, httpx.Async
 
 
 async def new_session(client: httpx.AsyncClient) -> str:
-    r = await client.post("/api/v1/create_session", json={"tags": [], "user_metadata": {}, "sdk_version": "t", "type": "create_session"})
+    r = await client.post("/api/v1/create_session", json=SESSION_BODY)
     assert r.status_code == 200, r.text
     return r.json()["session_id"]
 

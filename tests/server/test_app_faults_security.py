@@ -9,7 +9,7 @@ import urllib.parse
 import httpx
 import pytest
 import trio
-from server_helpers import BASE, HEADERS, fb_body, new_model, new_session, open_app, result
+from server_helpers import BASE, HEADERS, SESSION_BODY, fb_body, new_model, new_session, open_app, result
 
 from tinker_actors.server import FaultConfig, ServerConfig, serve
 
@@ -38,12 +38,12 @@ async def test_429_carries_retry_after(served) -> None:
     app, client = served
     r = await client.post("/_local/faults", json={"seed": 1, "rate_429": 1.0, "retry_after_s": 3})
     assert r.status_code == 200
-    r = await client.post("/api/v1/create_session", json={})
+    r = await client.post("/api/v1/create_session", json=SESSION_BODY)
     assert r.status_code == 429 and r.headers["retry-after"] == "3"
     assert (await client.post("/_local/faults", json={"rate_429": 2})).status_code == 400
     assert (await client.post("/_local/faults", json={"bogus": 1})).status_code == 400
     await client.post("/_local/faults", json={})
-    assert (await client.post("/api/v1/create_session", json={})).status_code == 200
+    assert (await client.post("/api/v1/create_session", json=SESSION_BODY)).status_code == 200
     stats = (await client.get("/_local/stats")).json()
     assert stats["requests"]["create_session"] == 2 and stats["faults"]["429"] == 1
 
@@ -84,7 +84,7 @@ async def test_api_key_is_checked(data_dir) -> None:
         assert r.status_code == 401 and "nope" not in r.text
     async with open_app(ServerConfig(data_dir=data_dir, api_key="tml-secret")) as (_app, client):
         assert (await client.post("/api/v1/create_session", json={})).status_code == 401
-        r = await client.post("/api/v1/create_session", json={}, headers={"X-API-Key": "tml-secret"})
+        r = await client.post("/api/v1/create_session", json=SESSION_BODY, headers={"X-API-Key": "tml-secret"})
         assert r.status_code == 200
 
 

@@ -32,8 +32,13 @@ async def test_feature_switches_emulate_older_servers(data_dir) -> None:
         assert (await client.get("/api/v1/sessions")).status_code == 404
 
 
-async def test_train_step_json_and_proto_results(served) -> None:
-    _app, client = served
+async def test_train_step_json_and_proto_results(data_dir) -> None:
+    # threshold 0: every result is announced with complete_metadata first
+    async with open_app(ServerConfig(data_dir=data_dir, metadata_threshold_bytes=0)) as (_app, client):
+        await _train_step_json_and_proto_results(client)
+
+
+async def _train_step_json_and_proto_results(client) -> None:
     sid = await new_session(client)
     model_id = await new_model(client, sid)
     r = await client.post("/api/v1/forward_backward", json=fb_body(model_id, 1))
@@ -53,6 +58,29 @@ async def test_train_step_json_and_proto_results(served) -> None:
     r = await client.post("/api/v1/optim_step", json={"model_id": model_id, "seq_id": 2, "adam_params": {"learning_rate": 0.01}, "type": "optim_step"})
     metrics = (await result(client, r.json()["request_id"])).json()["metrics"]
     assert metrics["step:max"] == 1.0
+
+
+async def test_complete_metadata_only_for_results_above_the_threshold(data_dir) -> None:
+    async with open_app(ServerConfig(data_dir=data_dir, metadata_threshold_bytes=1000)) as (app, client):
+        sid = await new_session(client)
+        model_id = await new_model(client, sid)
+        proto = {"accept": "application/x-protobuf", "metadata": True}
+        # a small result costs one poll even when metadata-only is allowed
+        r = await client.post("/api/v1/forward_backward", json=fb_body(model_id, 1, b"short"))
+        small = await result(client, r.json()["request_id"], **proto)
+        assert small.headers["content-type"].startswith("application/x-protobuf")
+        assert len(small.content) <= 1000
+        assert pb.ForwardBackwardOutput.FromString(small.content).loss_fn_outputs[0].num_datums == 1
+        # a large one is announced first, with its exact size
+        r = await client.post("/api/v1/forward_backward", json=fb_body(model_id, 2, b"y" * 400))
+        rid = r.json()["request_id"]
+        meta = await result(client, rid, **proto)
+        assert meta.json()["status"] == "complete_metadata"
+        full = await result(client, rid, accept="application/x-protobuf")
+        assert len(full.content) == meta.json()["response_payload_size"] > 1000
+        # JSON results follow the same rule
+        r = await client.post("/api/v1/optim_step", json={"model_id": model_id, "seq_id": 3, "adam_params": {}})
+        assert "metrics" in (await result(client, r.json()["request_id"], metadata=True)).json()
 
 
 async def test_long_poll_wakes_promptly_on_completion(served) -> None:

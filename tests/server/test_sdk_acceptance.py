@@ -6,7 +6,6 @@ asyncio loop thread), so this is a plain sync test.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator

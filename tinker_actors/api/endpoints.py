@@ -165,6 +165,8 @@ ENDPOINTS: dict[str, Endpoint] = {
                  request="SetSessionProjectRequest"),
         Endpoint(name="search_sessions", method="POST", path="sessions/search", resource=T,
                  request="SessionSearchRequest", response="SessionSearchResponse"),
+        Endpoint(name="session_trace_export", method="GET", path="sessions/{session_id}/trace_export", resource=T,
+                 response="SessionTraceExportResponse", body="none"),
         Endpoint(name="get_sampler", method="GET", path="samplers/{sampler_id}", resource=T,
                  response="GetSamplerResponse", body="none"),
     ]

@@ -227,23 +227,48 @@ class ModelsResource(Resource):
 
 
 class WeightsResource(Resource):
-    """Checkpoints: load, save, list, delete, archive URL."""
+    """Checkpoints: load, save, list, delete, archive URL.
+
+    ``list``, ``delete_checkpoint`` and ``get_checkpoint_archive_url`` take
+    the model id (= training run id) and checkpoint id positionally, as the
+    SDK's ``AsyncWeightsResource`` does; ``training_run_id=`` is accepted too.
+    """
 
     load = route("load_weights", "Load a checkpoint into a model, or create a model from one (a future).")
     save = route("save_weights", "Save a training checkpoint (a future of SaveWeightsResponse).")
     save_for_sampler = route("save_weights_for_sampler", "Save weights for sampling (a future).")
     save_external = route("save_weights_external", "Export weights to external storage (a future).")
-    list = route("list_checkpoints", "A training run's checkpoints.")
-    delete_checkpoint = route("delete_checkpoint", "Delete one checkpoint.")
-    get_checkpoint_archive_url = route(
-        "get_checkpoint_archive_url", "A signed URL to download a checkpoint archive, with its expiry."
-    )
+
+    async def list(self, model_id: str | None = None, /, *, training_run_id: str | None = None,
+                   **kwargs: Any) -> Any:
+        """GET training_runs/{model_id}/checkpoints: a model's checkpoints (CheckpointsListResponse)."""
+        return await self._call(endpoint("list_checkpoints"), training_run_id=_run_id(model_id, training_run_id),
+                                **kwargs)
+
+    async def delete_checkpoint(self, model_id: str | None = None, checkpoint_id: str | None = None, /, *,
+                                training_run_id: str | None = None, **kwargs: Any) -> None:
+        """DELETE training_runs/{model_id}/checkpoints/{checkpoint_id} (``weights/<name>``...)."""
+        checkpoint_id = checkpoint_id if checkpoint_id is not None else kwargs.pop("checkpoint_id", None)
+        await self._call(endpoint("delete_checkpoint"), training_run_id=_run_id(model_id, training_run_id),
+                         checkpoint_id=checkpoint_id, **kwargs)
+
+    async def get_checkpoint_archive_url(self, model_id: str | None = None, checkpoint_id: str | None = None, /,
+                                         *, training_run_id: str | None = None, **kwargs: Any) -> SignedURL:
+        """A signed URL (with its expiry) to download a checkpoint archive: the server's 302, not followed."""
+        checkpoint_id = checkpoint_id if checkpoint_id is not None else kwargs.pop("checkpoint_id", None)
+        return await self._call(endpoint("get_checkpoint_archive_url"),  # type: ignore[no-any-return]
+                                training_run_id=_run_id(model_id, training_run_id), checkpoint_id=checkpoint_id,
+                                **kwargs)
 
     async def get_archive_url(self, training_run_id: str, checkpoint_id: str, **kwargs: Any) -> SignedURL:
-        """Alias of :meth:`get_checkpoint_archive_url` with positional ids."""
-        return await self.get_checkpoint_archive_url(
-            training_run_id=training_run_id, checkpoint_id=checkpoint_id, **kwargs
-        )
+        """Alias of :meth:`get_checkpoint_archive_url`."""
+        return await self.get_checkpoint_archive_url(training_run_id, checkpoint_id, **kwargs)
+
+
+def _run_id(model_id: str | None, training_run_id: str | None) -> str | None:
+    if model_id is not None and training_run_id is not None and model_id != training_run_id:
+        raise TypeError("pass the model id once (positionally or as training_run_id)")
+    return model_id if model_id is not None else training_run_id
 
 
 class FuturesResource(Resource):
@@ -338,6 +363,7 @@ class RestResource(Resource):
     get_session = route("get_session")
     set_session_project = route("set_session_project")
     search_sessions = route("search_sessions")
+    session_trace_export = route("session_trace_export", "A session's Perfetto trace export: status, and its URL once ready.")
     get_sampler = route("get_sampler")
 
 

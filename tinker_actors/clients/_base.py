@@ -153,6 +153,18 @@ class ClientContext:
             raise ServiceClosedError(f"{name}: the service client is closed")
         return start_future(self.nursery, fn, name=name, on_cancel=on_cancel)
 
+    def admit(self, ticket: Any) -> None:
+        """Start a sample-like ``ticket`` through sampling admission: its task starts now when a
+        slot is free and nobody queues, else it waits in the admission backlog as it is
+        (see runtime.admission)."""
+        if self.closed:
+            raise ServiceClosedError("sample: the service client is closed")
+        charged = self.admission.admit_now(ticket.estimated_bytes)
+        if charged is not None:
+            ticket.admit(charged)
+        elif self.admission.enqueue(ticket):
+            self.nursery.start_soon(self.admission.pump, name="sampling-admission-pump")
+
     async def resolve(
         self,
         fut: APIFuture[Any],
@@ -171,7 +183,8 @@ class ClientContext:
         if self.poller is None:
             raise ServiceClosedError("the runtime has no future poller")
         handle = self.poller.register(
-            FutureSpec(
+            drive=False,
+            spec=FutureSpec(
                 request_id=request_id,
                 result_type=result_type,
                 request_type=request_type,
@@ -181,7 +194,9 @@ class ClientContext:
         )
         fut.track(handle)
         try:
-            return await handle.result()
+            # Poll in this task (the poller's rules and limits): a second task
+            # per future cost more client CPU than anything it bought.
+            return await self.poller.wait(handle)
         finally:
             if not handle.done:
                 # our future was cancelled while waiting: stop polling (and

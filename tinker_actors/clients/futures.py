@@ -35,7 +35,7 @@ import trio
 
 from ..errors import FutureTimeoutError, ServiceClosedError
 
-__all__ = ["FutureState", "StateChange", "APIFuture", "start_future", "CancelledError"]
+__all__ = ["FutureState", "StateChange", "APIFuture", "start_future", "start_later", "fail_unstarted", "CancelledError"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -105,6 +105,13 @@ class APIFuture(Generic[T]):
     constructor alone makes a future nobody will resolve.
     """
 
+    # Thousands may wait queued at once (sampling admission): slots, and the
+    # Event, CancelScope and callback list only once something needs them.
+    __slots__ = (
+        "name", "_request_id", "_on_cancel", "_event", "_outcome", "_history",
+        "_scope", "_callbacks", "_tracker", "_cancel_requested", "__weakref__",
+    )
+
     def __init__(
         self,
         *,
@@ -115,11 +122,12 @@ class APIFuture(Generic[T]):
         self.name = name
         self._request_id = request_id
         self._on_cancel = on_cancel
-        self._event = trio.Event()
+        self._event: trio.Event | None = None
         self._outcome: outcome.Outcome[T] | None = None
         self._history: list[StateChange] = [StateChange(FutureState.QUEUED, time.monotonic())]
-        self._scope = trio.CancelScope()
-        self._callbacks: list[Callable[[APIFuture[T]], None]] = []
+        # Set when the operation's task starts; None while it waits unstarted.
+        self._scope: trio.CancelScope | None = None
+        self._callbacks: list[Callable[[APIFuture[T]], None]] | None = None
         self._tracker: Any = None
         self._cancel_requested = False
 
@@ -205,11 +213,16 @@ class APIFuture(Generic[T]):
 
     async def result(self, timeout: float | None = None) -> T:
         """Wait for the result. ``timeout`` (seconds) raises FutureTimeoutError but keeps the work going."""
+        event = self._event
+        if event is None:
+            event = self._event = trio.Event()
+            if self._outcome is not None:
+                event.set()
         if timeout is None:
-            await self._event.wait()
+            await event.wait()
         else:
             with trio.move_on_after(timeout):
-                await self._event.wait()
+                await event.wait()
             if self._outcome is None:
                 raise FutureTimeoutError(
                     f"{self.name}: no result after {timeout} s (state {self.state.value})",
@@ -225,6 +238,8 @@ class APIFuture(Generic[T]):
         """Call ``fn(self)`` on the loop thread when done (at once if already done)."""
         if self._outcome is not None:
             fn(self)
+        elif self._callbacks is None:
+            self._callbacks = [fn]
         else:
             self._callbacks.append(fn)
 
@@ -239,7 +254,11 @@ class APIFuture(Generic[T]):
             return self._cancel_requested and self.cancelled()
         self._cancel_requested = True
         self._set_state(FutureState.CANCELLED)
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
+        else:
+            # Not started (a sample still waiting for admission): no task to stop.
+            self._resolve(outcome.Error(CancelledError(f"{self.name} was cancelled")))
         if self._on_cancel is not None:
             try:
                 self._on_cancel(self)
@@ -283,9 +302,10 @@ class APIFuture(Generic[T]):
         else:
             self._set_state(FutureState.FAILED)
         self._tracker = None
-        self._event.set()
-        callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
+        if self._event is not None:
+            self._event.set()
+        callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks or ():
             try:
                 fn(self)
             except Exception:
@@ -316,11 +336,31 @@ def start_future(
     ServiceClosedError.
     """
     fut: APIFuture[T] = APIFuture(name=name, on_cancel=on_cancel)
+    fut._scope = trio.CancelScope()
     nursery.start_soon(_drive, fut, fn, name=f"future:{name}")
     return fut
 
 
+def start_later(fut: APIFuture[T], nursery: trio.Nursery, fn: Callable[[APIFuture[T]], Awaitable[T]]) -> bool:
+    """Start ``fn(fut)`` for a future made without a task (one that waited queued).
+
+    Returns False, starting nothing, when ``fut`` already ended (cancelled or
+    failed while it waited).
+    """
+    if fut._outcome is not None or fut._scope is not None:
+        return False
+    fut._scope = trio.CancelScope()
+    nursery.start_soon(_drive, fut, fn, name=f"future:{fut.name}")
+    return True
+
+
+def fail_unstarted(fut: APIFuture[Any], error: BaseException) -> None:
+    """End a future whose task never started (e.g. the service closed while it waited)."""
+    fut._resolve(outcome.Error(error))
+
+
 async def _drive(fut: APIFuture[T], fn: Callable[[APIFuture[T]], Awaitable[T]]) -> None:
+    assert fut._scope is not None
     try:
         with fut._scope:
             value = await fn(fut)

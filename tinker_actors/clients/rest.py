@@ -1,7 +1,8 @@
 """RestClient: training runs, checkpoints, sessions and samplers.
 
 Names follow the official SDK 0.38 (plus ``get_checkpoint_archive_url``, which
-tinkex keeps and the SDK dropped). Every method returns an
+tinkex keeps and the SDK dropped). ``whoami`` reads a JWT credential's claims
+locally; ``export_session_trace`` polls the export job until it is ready. Every method returns an
 :class:`~tinker_actors.clients.futures.APIFuture` and takes the per-call
 options of ``clients._base``. ``tinker://<run>/<kind>/<name>`` paths are
 parsed here; a malformed one is a ValidationError before anything is sent.
@@ -11,18 +12,26 @@ Paged listings also have async iterators (``iter_training_runs``,
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import msgspec
+import trio
 
-from ..errors import ValidationError
+from ..errors import ConfigError, RequestFailedError, ValidationError
 from ..transport.options import SignedURL
 from ..wire import types as wt
 from ._base import ClientContext, RawView, take_options
 from .futures import APIFuture
 
-__all__ = ["RestClient", "ParsedTinkerPath", "parse_tinker_path"]
+__all__ = ["RestClient", "ParsedTinkerPath", "parse_tinker_path", "whoami_from_credential", "TRACE_EXPORT_POLL_S"]
+
+# How often export_session_trace asks whether the trace is built (the SDK's 5 s).
+TRACE_EXPORT_POLL_S = 5.0
 
 AccessScope = Literal["owned", "accessible"]
 _KINDS = ("weights", "sampler_weights", "external_weights")
@@ -50,6 +59,32 @@ def parse_tinker_path(path: str) -> ParsedTinkerPath:
             f"a tinker path is tinker://<run>/<{'|'.join(_KINDS)}>/<name>, got {path!r}", field="tinker_path"
         )
     return ParsedTinkerPath(parts[0], parts[1], parts[2])
+
+
+def whoami_from_credential(credential: str | None) -> wt.WhoamiResponse:
+    """The identity in a JWT credential's claims (``sub``, ``org_id``, ``email``); nothing is sent.
+
+    Raises ConfigError for a credential that is not a JWT (a ``tml-`` key has
+    no claims) or whose claims lack ``sub`` / ``org_id``. The credential never
+    appears in the message.
+    """
+    if not credential or credential.count(".") != 2 or not credential.startswith("eyJ"):
+        raise ConfigError(
+            "whoami needs a JWT credential: a plain API key (tml-...) carries no identity claims, "
+            "and this client does not exchange it for a JWT"
+        )
+    payload = credential.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError("whoami: the credential's JWT payload is not base64 JSON") from exc
+    if not isinstance(claims, dict) or not claims.get("sub") or not claims.get("org_id"):
+        raise ConfigError("whoami: the JWT has no 'sub' and 'org_id' claims")
+    return wt.WhoamiResponse(
+        user_urn=str(claims["sub"]),
+        org_urn=f"tml:organization:{claims['org_id']}",
+        email=claims.get("email") or None,
+    )
 
 
 class RestClient:
@@ -215,6 +250,86 @@ class RestClient:
                                **options: Any) -> APIFuture[None]:
         return self._rest("assign_session_project", lambda r, o: r.set_session_project(
             wt.SetSessionProjectRequest(project_id=project_id), session_id=session_id, **o), raw_response, options)
+
+    def search_sessions(self, request: wt.SessionSearchRequest | None = None, *, raw_response: bool = False,
+                        **options: Any) -> APIFuture[wt.SessionSearchResponse]:
+        """One page of your organisation's sessions, newest first (experimental in the SDK).
+
+        Page on by passing ``response.next_cursor`` as the next request's ``cursor``.
+        """
+        req = request if request is not None else wt.SessionSearchRequest()
+        return self._rest("search_sessions", lambda r, o: r.search_sessions(req, **o), raw_response, options)
+
+    async def iter_sessions(self, request: wt.SessionSearchRequest | None = None,
+                            **options: Any) -> AsyncIterator[wt.SessionSummary]:
+        """Every session :meth:`search_sessions` finds, following ``next_cursor``."""
+        req = request if request is not None else wt.SessionSearchRequest()
+        while True:
+            page = await self.search_sessions(req, **options)
+            for session in page.sessions:
+                yield session
+            if page.next_cursor is None or not page.sessions:
+                return
+            req = msgspec.structs.replace(req, cursor=page.next_cursor)
+
+    def export_session_trace(self, session_id: str, *, poll_interval: float = TRACE_EXPORT_POLL_S,
+                             raw_response: bool = False, **options: Any) -> APIFuture[str]:
+        """A signed URL of the session's Perfetto trace (``.pftrace``), once the server built it.
+
+        The export job is started (or reused) by the first GET of
+        ``sessions/{id}/trace_export``; it is polled every ``poll_interval``
+        seconds until ``ready`` (the URL) or ``failed`` (RequestFailedError).
+        """
+        opts = take_options("export_session_trace", options)
+        rest = self._ctx.api.rest
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            if raw_response:
+                return await rest.with_raw_response.session_trace_export(session_id=session_id, **opts)
+            while True:
+                answer = await rest.session_trace_export(session_id=session_id, **opts)
+                if answer.status == "ready":
+                    if not answer.url:
+                        raise RequestFailedError("trace export is ready but has no URL", category="server")
+                    return answer.url
+                if answer.status == "failed":
+                    raise RequestFailedError(f"trace export failed: {answer.error or 'no reason given'}",
+                                             category="server")
+                fut.set_state("running")
+                await trio.sleep(poll_interval)
+
+        return self._ctx.start("export_session_trace", run)
+
+    def whoami(self) -> APIFuture[wt.WhoamiResponse]:
+        """Who the credential is: user URN, organisation URN, email (if user-backed).
+
+        Read from the claims of the credential itself when it is a JWT, so no
+        request is made (as in the SDK). A plain ``tml-`` API key carries no
+        identity: the future fails with ConfigError saying so.
+        """
+        key = getattr(getattr(self._ctx.service, "config", None), "api_key", None)
+        try:
+            answer = whoami_from_credential(key)
+        except ConfigError as exc:
+            return APIFuture.failed(exc, name="whoami")
+        return APIFuture.completed(answer, name="whoami")
+
+    def copy_weights(self, path: str, destination_project_id: str | None = None, *,
+                     ttl_seconds: int | None = None, weights_access_token: str | None = None,
+                     raw_response: bool = False, **options: Any) -> APIFuture[str]:
+        """Copy a checkpoint into ``destination_project_id`` (default: TINKER_PROJECT_ID); the copy's path."""
+        parse_tinker_path(path)
+        project = destination_project_id or os.environ.get("TINKER_PROJECT_ID") or None
+        if project is None:
+            raise ValueError("pass destination_project_id or set TINKER_PROJECT_ID")
+        request = wt.CopyWeightsRequest(source_path=path, destination_project_id=project, ttl_seconds=ttl_seconds,
+                                        weights_access_token=weights_access_token)
+
+        async def call(r: Any, o: dict[str, Any]) -> Any:
+            answer = await r.copy_weights(request, **o)
+            return answer if raw_response else answer.tinker_path
+
+        return self._rest("copy_weights", call, raw_response, options)
 
     def get_server_capabilities(self, *, raw_response: bool = False,
                                 **options: Any) -> APIFuture[wt.GetServerCapabilitiesResponse]:

@@ -35,7 +35,7 @@ from ..runtime.admission import estimate_bytes
 from ..wire import types as wt
 from ..wire.validate import validate_sample
 from ._base import ClientContext, RawView, take_options
-from .futures import APIFuture
+from .futures import APIFuture, fail_unstarted, start_later
 from .tokenizer import load_tokenizer
 
 __all__ = ["SamplingClient", "register_context"]
@@ -137,65 +137,50 @@ class SamplingClient:
             raise ValueError("num_samples must be at least 1")
         opts = take_options("sample", options)
         ctx = self._context()
-
-        def build(seq_id: int) -> wt.SampleRequest:
-            return wt.SampleRequest(
-                num_samples=num_samples,
-                prompt=prompt,
-                sampling_params=sampling_params,
-                sampling_session_id=self.sampling_session_id,
-                seq_id=seq_id,
-                prompt_logprobs=include_prompt_logprobs or prompt_logprobs_last_n is not None,
-                topk_prompt_logprobs=topk_prompt_logprobs,
-                topk_sample_logprobs=topk_sample_logprobs,
-                target_prompt_logprobs=target_prompt_logprobs,
-                prompt_alt_tokens_k=prompt_alt_tokens_k,
-                prompt_logprobs_last_n=prompt_logprobs_last_n,
-                record_stability_info=self.record_stability_info or None,
-            )
-
-        # bad input is refused here, before a seq_id is spent or anything is sent
-        validate_sample(build(0))
+        # Built with the seq_id it will use, but the seq_id is spent only once
+        # validation passed: bad input is refused before anything is sent.
+        request = wt.SampleRequest(
+            num_samples=num_samples,
+            prompt=prompt,
+            sampling_params=sampling_params,
+            sampling_session_id=self.sampling_session_id,
+            seq_id=self._next_seq,
+            prompt_logprobs=include_prompt_logprobs or prompt_logprobs_last_n is not None,
+            topk_prompt_logprobs=topk_prompt_logprobs,
+            topk_sample_logprobs=topk_sample_logprobs,
+            target_prompt_logprobs=target_prompt_logprobs,
+            prompt_alt_tokens_k=prompt_alt_tokens_k,
+            prompt_logprobs_last_n=prompt_logprobs_last_n,
+            record_stability_info=self.record_stability_info or None,
+        )
+        validate_sample(request)
+        self._reserve_seq_id()
         try:
             prompt_tokens = prompt.length
         except ValueError:
             prompt_tokens = 0
-        estimated = estimate_bytes(prompt_tokens + (sampling_params.max_tokens or 0) * num_samples)
-        expected = _expected_result_bytes(
-            prompt_tokens, num_samples, sampling_params.max_tokens,
-            prompt_logprobs=include_prompt_logprobs or prompt_logprobs_last_n is not None
-            or target_prompt_logprobs is not None or prompt_alt_tokens_k > 0,
-            topk=max(topk_prompt_logprobs, topk_sample_logprobs, prompt_alt_tokens_k),
+        call = _SampleCall(
+            self, ctx, request, opts, raw_response,
+            estimate_bytes(prompt_tokens + (sampling_params.max_tokens or 0) * num_samples),
+            _expected_result_bytes(
+                prompt_tokens, num_samples, sampling_params.max_tokens,
+                prompt_logprobs=request.prompt_logprobs
+                or target_prompt_logprobs is not None or prompt_alt_tokens_k > 0,
+                topk=max(topk_prompt_logprobs, topk_sample_logprobs, prompt_alt_tokens_k),
+            ),
         )
-        first_seq = self._reserve_seq_id()
+        ctx.admit(call)
+        return call.fut
 
-        async def run(fut: APIFuture[Any]) -> Any:
-            seq_id = first_seq
-            for attempt in range(MAX_RESUBMITS + 1):
-                request = build(seq_id)
-                sampling = ctx.api.sampling
-                if raw_response:
-                    return await ctx.admission.submit(
-                        lambda: sampling.with_raw_response.asample(request, **opts), estimated_bytes=estimated
-                    )
-                ack = await ctx.admission.submit(lambda: sampling.asample(request, **opts), estimated_bytes=estimated)
-                try:
-                    response = await ctx.resolve(
-                        fut, ack.request_id, wt.SampleResponse, "Sample",
-                        sampling_session_id=self.sampling_session_id,
-                        expected_bytes=expected,
-                    )
-                except GoneError:
-                    if attempt == MAX_RESUBMITS:
-                        raise
-                    # The server forgot this request; the protocol says resubmit under a new seq_id.
-                    seq_id = self._reserve_seq_id()
-                    log.info("sample_resubmit_after_410", request_id=ack.request_id, attempt=attempt + 1)
-                    continue
-                return _with_sequence_ids(response, ack, num_samples)
-            raise AssertionError("unreachable")
+    async def sample_async(self, *args: Any, **kwargs: Any) -> APIFuture[wt.SampleResponse]:
+        """The official SDK's ``sample_async``: :meth:`sample` (same arguments), for code written
+        against the SDK. ``await client.sample_async(...)`` gives the future; await that for the result."""
+        return self.sample(*args, **kwargs)
 
-        return ctx.start("sample", run)
+    async def compute_logprobs_async(self, *args: Any, **kwargs: Any) -> APIFuture[list[float | None]]:
+        """The official SDK's ``compute_logprobs_async``: :meth:`compute_logprobs` (same arguments),
+        for code written against the SDK; await the returned future for the logprobs."""
+        return self.compute_logprobs(*args, **kwargs)
 
     def compute_logprobs(
         self, prompt: wt.ModelInput, prompt_logprobs_last_n: int | None = None, **options: Any
@@ -265,6 +250,78 @@ def _rebuild(state: Mapping[str, Any], ctx: ClientContext | None) -> SamplingCli
 
 def _unpickle(state: Mapping[str, Any]) -> SamplingClient:
     return _rebuild(state, None)
+
+
+class _SampleCall:
+    """One sample from ``sample()`` to its result.
+
+    Until sampling admission grants it a slot it is only this record (the
+    request Struct, shared prompt and params, its future), waiting in the
+    admission backlog: no task, no encoded body (see runtime.admission). Once
+    admitted, :meth:`run` is its one task: submit, then poll in the same task.
+    """
+
+    __slots__ = ("client", "ctx", "request", "opts", "raw_response", "estimated_bytes", "expected_bytes", "fut", "charged")
+
+    def __init__(
+        self, client: SamplingClient, ctx: ClientContext, request: wt.SampleRequest, opts: dict[str, Any],
+        raw_response: bool, estimated_bytes: int, expected_bytes: int | None,
+    ) -> None:
+        self.client = client
+        self.ctx = ctx
+        self.request = request
+        self.opts = opts
+        self.raw_response = raw_response
+        self.estimated_bytes = estimated_bytes
+        self.expected_bytes = expected_bytes
+        self.fut: APIFuture[Any] = APIFuture(name="sample")
+        self.charged: int | None = None
+
+    # -- the admission ticket -----------------------------------------------------------------
+    @property
+    def abandoned(self) -> bool:
+        return self.fut.done()
+
+    def admit(self, charged: int) -> None:
+        self.charged = charged
+        if not start_later(self.fut, self.ctx.nursery, self.run):
+            self.ctx.admission.release(charged)
+
+    def close(self, error: BaseException) -> None:
+        fail_unstarted(self.fut, error)
+
+    # -- the task -------------------------------------------------------------------------------
+    async def run(self, fut: APIFuture[Any]) -> Any:
+        ctx, request, opts = self.ctx, self.request, self.opts
+        admission = ctx.admission
+        charged, self.charged = self.charged, None
+        sampling = ctx.api.sampling
+        session_id = request.sampling_session_id
+        for attempt in range(MAX_RESUBMITS + 1):
+            if self.raw_response:
+                return await admission.submit(
+                    lambda: sampling.with_raw_response.asample(request, **opts),
+                    estimated_bytes=self.estimated_bytes, charged=charged,
+                )
+            ack = await admission.submit(
+                lambda: sampling.asample(request, **opts), estimated_bytes=self.estimated_bytes, charged=charged
+            )
+            charged = None
+            try:
+                response = await ctx.resolve(
+                    fut, ack.request_id, wt.SampleResponse, "Sample",
+                    sampling_session_id=session_id,
+                    expected_bytes=self.expected_bytes,
+                )
+            except GoneError:
+                if attempt == MAX_RESUBMITS:
+                    raise
+                # The server forgot this request; the protocol says resubmit under a new seq_id.
+                request = msgspec.structs.replace(request, seq_id=self.client._reserve_seq_id())
+                log.info("sample_resubmit_after_410", request_id=ack.request_id, attempt=attempt + 1)
+                continue
+            return _with_sequence_ids(response, ack, request.num_samples)
+        raise AssertionError("unreachable")
 
 
 def _expected_result_bytes(

@@ -28,7 +28,7 @@ from ..wire import types as wt
 from ._base import ClientContext, RawView, take_options
 from .futures import APIFuture
 
-__all__ = ["ServiceClient", "open_service_client", "LossHandle"]
+__all__ = ["ServiceClient", "open_service_client", "LossHandle", "FUTURE_KINDS"]
 
 log = structlog.get_logger()
 
@@ -129,6 +129,91 @@ class ServiceClient:
             return await ctx.resolve(fut, ack.request_id, wt.UnloadModelResponse, "UnloadModel")
 
         return ctx.start("unload_model", run)
+
+    def get_telemetry(self) -> Any:
+        """The runtime's telemetry batcher (``log_event``, ``log_exception``, ``statistics()``).
+
+        None when telemetry is off (``telemetry=False`` or ``TINKER_TELEMETRY=0``),
+        as in the SDK.
+        """
+        batcher = getattr(self._ctx.service, "telemetry", None)
+        if batcher is None or not getattr(batcher, "enabled", True):
+            return None
+        return batcher
+
+    # -- futures by id ---------------------------------------------------------------------
+
+    def retrieve_future(
+        self,
+        request_id: str,
+        result_type: Any = None,
+        *,
+        request_type: str | None = None,
+        sampling_session_id: str | None = None,
+    ) -> APIFuture[Any]:
+        """Re-attach to a server future by its id: poll it through the runtime's poller.
+
+        A process that recorded ``fut.request_id`` (say, in a journal) can
+        wait on that request after a restart instead of sending it again.
+        ``result_type`` is the kind of operation (a key of
+        :data:`FUTURE_KINDS`, e.g. ``"sample"`` or ``"forward_backward"``) or
+        a wire Struct; None gives the finished result as plain JSON values.
+        Resolves like the original future would have, or raises
+        ``NotFoundError`` (404: the server never had it, or restarted) or
+        ``GoneError`` (410: the result expired): the caller then sends the
+        request again, under the same idempotency key.
+        """
+        kind, rtype = _future_kind(result_type, request_type)
+        ctx = self._ctx
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            result = await ctx.resolve(fut, request_id, rtype, kind, sampling_session_id=sampling_session_id)
+            if rtype is wt.SaveWeightsForSamplerResponseInternal and result.path:
+                return wt.SaveWeightsForSamplerResponse(path=result.path)
+            if rtype is wt.SaveWeightsExternalResponseInternal and result.path:
+                return wt.SaveWeightsExternalResponse(path=result.path)
+            return result
+
+        fut = ctx.start("retrieve_future", run)
+        fut.set_request_id(request_id)
+        return fut
+
+    # -- weights copies --------------------------------------------------------------------
+
+    def copy_weights(
+        self,
+        path: str,
+        *,
+        ttl_seconds: int | None = None,
+        weights_access_token: str | None = None,
+        raw_response: bool = False,
+        **options: Any,
+    ) -> APIFuture[str]:
+        """Copy a checkpoint into this client's project; resolves to the copy's tinker path.
+
+        Storage is shared with the source (no bytes are duplicated) and the
+        copy keeps the source's kind. With a ``project_id`` configured the copy
+        goes to that project (as in the SDK); without one it is made in this
+        session (``session_id`` + a new ``model_seq_id``).
+        """
+        opts = take_options("copy_weights", options)
+        ctx = self._ctx
+        project_id = getattr(getattr(ctx.service, "config", None), "project_id", None)
+        if project_id:
+            request = wt.CopyWeightsRequest(source_path=path, destination_project_id=project_id,
+                                            ttl_seconds=ttl_seconds, weights_access_token=weights_access_token)
+        else:
+            request = wt.CopyWeightsRequest(source_path=path, session_id=ctx.session_id,
+                                            model_seq_id=ctx.next_model_seq_id(), ttl_seconds=ttl_seconds,
+                                            weights_access_token=weights_access_token)
+
+        async def run(fut: APIFuture[Any]) -> Any:
+            rest = ctx.api.rest
+            if raw_response:
+                return await rest.with_raw_response.copy_weights(request, **opts)
+            return (await rest.copy_weights(request, **opts)).tinker_path
+
+        return ctx.start("copy_weights", run)
 
     # -- training clients ------------------------------------------------------------------
 
@@ -319,6 +404,38 @@ class ServiceClient:
         if "logprobs" not in input_ranks:
             raise ValueError("input_ranks must give the rank of 'logprobs'")
         return APIFuture.completed(LossHandle(fn, input_ranks, session_id=self.session_id), name="create_custom_loss")
+
+
+#: ``ServiceClient.retrieve_future`` kinds: (X-Tinker-Request-Type, result Struct).
+FUTURE_KINDS: dict[str, tuple[str, Any]] = {
+    "sample": ("Sample", wt.SampleResponse),
+    "forward": ("Forward", wt.ForwardBackwardOutput),
+    "forward_backward": ("ForwardBackward", wt.ForwardBackwardOutput),
+    "optim_step": ("OptimStep", wt.OptimStepResponse),
+    "save_state": ("SaveWeights", wt.SaveWeightsResponse),
+    "save_weights_for_sampler": ("SaveWeightsForSampler", wt.SaveWeightsForSamplerResponseInternal),
+    "save_weights_external": ("SaveWeightsExternal", wt.SaveWeightsExternalResponseInternal),
+    "load_state": ("LoadWeights", wt.LoadWeightsResponse),
+    "create_model": ("CreateModel", wt.CreateModelResponse),
+    "unload_model": ("UnloadModel", wt.UnloadModelResponse),
+}
+
+
+def _future_kind(result_type: Any, request_type: str | None) -> tuple[str, Any]:
+    if result_type is None:
+        return request_type or "Unknown", Any
+    if isinstance(result_type, str):
+        try:
+            kind, rtype = FUTURE_KINDS[result_type]
+        except KeyError:
+            raise ValueError(
+                f"unknown future kind {result_type!r}; expected one of {', '.join(FUTURE_KINDS)} or a wire Struct"
+            ) from None
+        return request_type or kind, rtype
+    for kind, rtype in FUTURE_KINDS.values():
+        if rtype is result_type:
+            return request_type or kind, rtype
+    return request_type or "Unknown", result_type
 
 
 @contextlib.asynccontextmanager

@@ -178,6 +178,13 @@ class _SyncClient:
 
     _future_methods: tuple[str, ...] = ()
     _plain_methods: tuple[str, ...] = ()
+    # async methods that resolve to an APIFuture once the server accepted the
+    # request (tinkex *_future): blocking here until then, then a SyncFuture
+    _submitted_methods: tuple[str, ...] = ()
+    # SDK *_async names, for asyncio code: ``name_async`` -> (sync name, await the result?)
+    _asyncio_aliases: dict[str, tuple[str, bool]] = {}
+    # async iterators of the trio client: plain generators here
+    _iter_methods: tuple[str, ...] = ()
 
     def __init__(self, loop: _LoopThread, inner: Any) -> None:
         self._loop = loop
@@ -191,6 +198,15 @@ class _SyncClient:
         for name in cls._plain_methods:
             if name not in cls.__dict__:
                 setattr(cls, name, _plain_method(name))
+        for name in cls._submitted_methods:
+            if name not in cls.__dict__:
+                setattr(cls, name, _submitted_method(name))
+        for name, (target, resolve) in cls._asyncio_aliases.items():
+            if name not in cls.__dict__:
+                setattr(cls, name, _asyncio_alias(name, target, resolve))
+        for name in cls._iter_methods:
+            if name not in cls.__dict__:
+                setattr(cls, name, _iter_method(name))
 
     def _submit(self, start: Callable[[], Any]) -> SyncFuture:
         loop = self._loop
@@ -232,6 +248,92 @@ def _plain_method(name: str) -> Callable[..., Any]:
     return method
 
 
+def _submitted_method(name: str) -> Callable[..., SyncFuture]:
+    def method(self: _SyncClient, *args: Any, **kwargs: Any) -> SyncFuture:
+        loop = self._loop
+        bound = getattr(self._inner, name)
+
+        async def submit() -> SyncFuture:
+            afut = await bound(*args, **kwargs)
+            fut = SyncFuture(loop, afut, lambda value: _wrap(loop, value))
+            afut.add_done_callback(fut._settle)
+            return fut
+
+        return loop.run(submit)  # type: ignore[no-any-return]
+
+    method.__name__ = name
+    method.__doc__ = (
+        f"Blocking-facade ``{name}``: blocks until the server accepted the request, then returns a "
+        ":class:`SyncFuture` whose ``request_id`` is set (its result is not awaited)."
+    )
+    return method
+
+
+def _asyncio_alias(name: str, target: str, resolve: bool) -> Callable[..., Any]:
+    async def method(self: _SyncClient, *args: Any, **kwargs: Any) -> Any:
+        fut = getattr(self, target)(*args, **kwargs)
+        if not resolve:
+            return fut
+        import asyncio
+
+        return await asyncio.wrap_future(fut)
+
+    method.__name__ = name
+    what = "its result" if resolve else "the :class:`SyncFuture`"
+    method.__doc__ = f"SDK-compatible ``{name}`` for asyncio code: ``await`` it for {what} of ``{target}``."
+    return method
+
+
+def _iter_method(name: str) -> Callable[..., Any]:
+    def method(self: _SyncClient, *args: Any, **kwargs: Any) -> Any:
+        loop = self._loop
+        agen = loop.call(lambda: getattr(self._inner, name)(*args, **kwargs))
+
+        async def step() -> Any:
+            return await agen.__anext__()
+
+        async def close() -> None:
+            await agen.aclose()
+
+        try:
+            while True:
+                try:
+                    yield loop.run(step)
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not loop.closed:
+                loop.run(close)
+
+    method.__name__ = name
+    method.__doc__ = f"Blocking-facade ``{name}``: a generator over the same items, page by page."
+    return method
+
+
+class _SyncTelemetry:
+    """The runtime's telemetry batcher, driven from the caller's thread."""
+
+    def __init__(self, loop: _LoopThread, batcher: Any) -> None:
+        self._loop = loop
+        self._batcher = batcher
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._batcher.enabled)
+
+    def log_event(self, name: str, data: dict[str, Any] | None = None, *, severity: str = "INFO") -> bool:
+        return bool(self._loop.call(lambda: self._batcher.log_event(name, data, severity=severity)))
+
+    def log_exception(self, exc: BaseException, *, severity: str = "ERROR") -> bool:
+        return bool(self._loop.call(lambda: self._batcher.log_exception(exc, severity=severity)))
+
+    def statistics(self) -> Any:
+        return self._loop.call(self._batcher.statistics)
+
+    def flush(self) -> None:
+        self._loop.run(self._batcher.flush)
+
+
 def _wrap(loop: _LoopThread, value: Any) -> Any:
     """Async clients in results become their blocking wrappers."""
     from .rest import RestClient as AsyncRest
@@ -251,9 +353,16 @@ class TrainingClient(_SyncClient):
     _future_methods = (
         "forward", "forward_backward", "forward_backward_custom", "optim_step", "save_state", "load_state",
         "load_state_with_optimizer", "save_weights_for_sampler", "save_weights_and_get_sampling_client",
-        "create_sampling_client", "get_info",
+        "create_sampling_client", "get_info", "save_weights_external", "save_weights_typed", "load_weights_typed",
+        "save_weights_for_sampler_typed",
     )
     _plain_methods = ("get_tokenizer",)
+    _submitted_methods = ("forward_future", "forward_backward_future", "optim_step_future")
+    _asyncio_aliases = {
+        "forward_async": ("forward", False),
+        "forward_backward_async": ("forward_backward", False),
+        "optim_step_async": ("optim_step", False),
+    }
 
     @property
     def model_id(self) -> str:
@@ -263,6 +372,7 @@ class TrainingClient(_SyncClient):
 class SamplingClient(_SyncClient):
     _future_methods = ("sample", "compute_logprobs")
     _plain_methods = ("get_tokenizer", "get_base_model", "get_sampler_handle")
+    _asyncio_aliases = {"sample_async": ("sample", True), "compute_logprobs_async": ("compute_logprobs", True)}
 
     @property
     def sampling_session_id(self) -> str:
@@ -299,8 +409,10 @@ class RestClient(_SyncClient):
         "publish_checkpoint_from_tinker_path", "unpublish_checkpoint_from_tinker_path",
         "set_checkpoint_ttl_from_tinker_path", "get_checkpoint_archive_url",
         "get_checkpoint_archive_url_from_tinker_path", "get_external_weights_urls", "get_session", "list_sessions",
-        "get_sampler", "assign_session_project", "get_server_capabilities",
+        "get_sampler", "assign_session_project", "get_server_capabilities", "search_sessions",
+        "export_session_trace", "whoami", "copy_weights",
     )
+    _iter_methods = ("iter_training_runs", "iter_user_checkpoints", "iter_sessions")
 
 
 class ServiceClient(_SyncClient):
@@ -312,9 +424,14 @@ class ServiceClient(_SyncClient):
     _future_methods = (
         "get_server_capabilities", "health_check", "get_info", "unload_model", "create_lora_training_client",
         "create_training_client_from_state", "create_training_client_from_state_with_optimizer",
-        "create_sampling_client", "create_custom_loss",
+        "create_sampling_client", "create_custom_loss", "retrieve_future", "copy_weights",
     )
     _plain_methods = ("create_rest_client",)
+
+    def get_telemetry(self) -> _SyncTelemetry | None:
+        """The runtime's telemetry batcher, usable from this thread; None when telemetry is off."""
+        batcher = self._loop.call(self._inner.get_telemetry)
+        return None if batcher is None else _SyncTelemetry(self._loop, batcher)
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, **kwargs: Any) -> None:
         from .service import open_service_client

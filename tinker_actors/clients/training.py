@@ -14,6 +14,9 @@ puts both requests on the same server clock cycle (user-needs priority 5).
 forward_backward larger than the server's chunk limits (1024 datums, ~5 MB)
 is split into chunks with consecutive seq_ids; outputs are concatenated and
 metrics combined by their ``name:reduction`` suffix (``clients.chunking``).
+With the server's ``parallel_fwdbwd_chunks`` flag (the default) the chunks are
+POSTed concurrently in one sequencer turn, the first chunk last (see
+:func:`_post_parallel` and docs/clients.md).
 """
 
 from __future__ import annotations
@@ -64,6 +67,57 @@ async def _resolve_ordered(ctx: ClientContext, fut: APIFuture[Any], request_id: 
         ) from exc
 
 
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+    return errors[0] if errors else group
+
+
+def _training_slots(ctx: ClientContext) -> int:
+    config = getattr(ctx.service, "config", None)
+    pool_size = getattr(config, "pool_size", None)
+    try:
+        return int(pool_size("training")) if callable(pool_size) else 5
+    except (TypeError, ValueError):
+        return 5
+
+
+async def _post_parallel(n: int, post: Callable[[int], Any], window: int) -> list[Any]:
+    """POST chunks 1..n-1 concurrently, chunk 0 last; all answers, in chunk order.
+
+    The service queues a model's requests by seq_id, so chunk 0 arriving
+    last lets it take the whole batch at once (as the SDK does). A server
+    may instead hold a later chunk's POST open until its predecessor
+    arrives; chunk 0 therefore never waits for the others' *answers*, only
+    for them to be started, and at most ``window`` later chunks go out
+    before it, so they can never take every training connection from it.
+    """
+    answers: list[Any] = [None] * n
+    ahead = trio.CapacityLimiter(window)
+    first_started = trio.Event()
+
+    async def later(i: int, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if first_started.is_set():
+            task_status.started()
+            answers[i] = await post(i)
+            return
+        async with ahead:
+            task_status.started()
+            answers[i] = await post(i)
+
+    async def first() -> None:
+        first_started.set()
+        answers[0] = await post(0)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(1, min(n, window + 1)):
+            await nursery.start(later, i)
+        await trio.lowlevel.checkpoint()  # let the started POSTs reach the pool first
+        nursery.start_soon(first)
+        for i in range(window + 1, n):
+            nursery.start_soon(later, i)
+    return answers
+
+
 class TrainingClient:
     """One model's training operations (see module docstring)."""
 
@@ -101,6 +155,7 @@ class TrainingClient:
         build: Callable[[int], Any],
         send: Callable[[Any, bool], Any],
         raw_response: bool,
+        on_submitted: Callable[[], None] | None = None,
     ) -> APIFuture[Any]:
         """One non-chunked ordered operation: reserve a seq_id now, POST in turn, poll."""
         seq_id = self._sequencer.reserve(1)[0]
@@ -109,6 +164,10 @@ class TrainingClient:
         async def run(fut: APIFuture[Any]) -> Any:
             request = build(seq_id)
             answer = await self._submit(seq_id, lambda: send(request, raw_response))
+            if not raw_response:
+                fut.set_request_id(answer.request_id)
+            if on_submitted is not None:
+                on_submitted()
             if raw_response:
                 return answer
             return await _resolve_ordered(ctx, fut, answer.request_id, result_type, request_type)
@@ -130,6 +189,7 @@ class TrainingClient:
         options: Mapping[str, Any],
         seq_ids: list[int] | None = None,
         chunks: list[list[wt.Datum]] | None = None,
+        on_submitted: Callable[[], None] | None = None,
     ) -> APIFuture[Any]:
         opts = take_options(name, options)
         if loss_fn not in wt.LOSS_FN_TYPES:
@@ -151,45 +211,67 @@ class TrainingClient:
                 return wt.ForwardRequest(forward_input=inner, model_id=self.model_id, seq_id=seq_id)
             return wt.ForwardBackwardRequest(forward_backward_input=inner, model_id=self.model_id, seq_id=seq_id)
 
-        async def send_chunk(seq_id: int, chunk: list[wt.Datum]) -> Any:
-            request = build(seq_id, chunk)
+        def post_chunk(i: int) -> Any:
+            request = build(seq_ids[i], chunks[i])
             resource = training.with_raw_response if raw_response else training
             method = resource.forward if forward_only else resource.forward_backward
-            return await self._submit(seq_id, lambda: method(request, **opts))
+            return method(request, **opts)
+
+        parallel = flags.parallel_fwdbwd_chunks and len(chunks) > 1
+        # How many later chunks may be on the wire before the first one: one
+        # training connection is always left for chunk 0 (see _post_parallel).
+        window = max(1, _training_slots(ctx) - 1)
+
+        async def submit_all() -> list[Any]:
+            if not parallel:
+                answers: list[Any] = [None] * len(chunks)
+
+                async def serial(i: int) -> None:
+                    answers[i] = await self._submit(seq_ids[i], lambda: post_chunk(i))
+
+                async with trio.open_nursery() as nursery:
+                    for i in range(len(chunks)):
+                        nursery.start_soon(serial, i)
+                return answers
+
+            async def group() -> list[Any]:
+                try:
+                    return await _post_parallel(len(chunks), post_chunk, window)
+                finally:
+                    # The whole group went out in chunk 0's turn; the other
+                    # ids are used up, so the next operation may follow.
+                    for seq_id in seq_ids[1:]:
+                        self._sequencer.abandon(seq_id)
+
+            return await self._submit(seq_ids[0], group)  # type: ignore[no-any-return]
 
         async def run(fut: APIFuture[Any]) -> Any:
+            request_type = "Forward" if forward_only else "ForwardBackward"
+            try:
+                answers = await submit_all()
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+            if not raw_response:
+                fut.set_request_id(answers[0].request_id)
+            if on_submitted is not None:
+                on_submitted()
+            if raw_response:
+                return answers[0] if len(answers) == 1 else answers
             results: list[Any] = [None] * len(chunks)
 
-            async def one(i: int) -> None:
-                answer = await send_chunk(seq_ids[i], chunks[i])
-                if raw_response:
-                    results[i] = answer
-                    return
-                if i == 0:
-                    fut.set_request_id(answer.request_id)
-                    results[i] = await _resolve_ordered(
-                        ctx, fut, answer.request_id, wt.ForwardBackwardOutput, "Forward" if forward_only else "ForwardBackward"
-                    )
-                else:
-                    handle_fut: APIFuture[Any] = APIFuture(name=f"{name}[{i}]")
-                    results[i] = await _resolve_ordered(
-                        ctx, handle_fut, answer.request_id, wt.ForwardBackwardOutput,
-                        "Forward" if forward_only else "ForwardBackward",
-                    )
+            async def resolve(i: int) -> None:
+                target = fut if i == 0 else APIFuture(name=f"{name}[{i}]")
+                results[i] = await _resolve_ordered(ctx, target, answers[i].request_id,
+                                                    wt.ForwardBackwardOutput, request_type)
 
             try:
                 async with trio.open_nursery() as nursery:
                     for i in range(len(chunks)):
-                        nursery.start_soon(one, i)
+                        nursery.start_soon(resolve, i)
             except BaseExceptionGroup as group:
                 # The caller awaits one operation: it gets the failing chunk's
                 # typed error (the first, if several failed), never a group.
-                errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-                if errors:
-                    raise errors[0] from None
-                raise
-            if raw_response:
-                return results[0] if len(results) == 1 else results
+                raise _first_error(group) from None
             return combine_outputs(results)
 
         return ctx.start(name, run)
@@ -297,6 +379,7 @@ class TrainingClient:
         *,
         adam_params: wt.AdamParams | None = None,
         raw_response: bool = False,
+        _on_submitted: Callable[[], None] | None = None,
         **options: Any,
     ) -> APIFuture[wt.OptimStepResponse]:
         """Apply the accumulated gradients (AdamParams, or DimuonParams for a dimuon model)."""
@@ -314,7 +397,7 @@ class TrainingClient:
         return self._ordered(
             "optim_step", "OptimStep", wt.OptimStepResponse, build,
             lambda req, raw: (training.with_raw_response if raw else training).optim_step(req, **opts),
-            raw_response,
+            raw_response, _on_submitted,
         )
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -455,6 +538,128 @@ class TrainingClient:
         return ServiceClient(self._ctx).create_sampling_client(
             model_path=model_path, record_stability_info=record_stability_info, **kwargs
         )
+
+    def save_weights_external(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        age_encryption_recipients: list[str] | None = None,
+        *,
+        raw_response: bool = False,
+        **options: Any,
+    ) -> APIFuture[wt.SaveWeightsExternalResponse]:
+        """Export the weights in an external (Hugging Face) layout as ``tinker://<run>/external_weights/<name>``.
+
+        ``age_encryption_recipients`` (at most 10 ``age1...`` or SSH public
+        keys) encrypts every exported file to them. Download the files with
+        ``RestClient.get_external_weights_urls(path)``.
+        """
+        if age_encryption_recipients is not None and len(age_encryption_recipients) > 10:
+            raise ValueError("at most 10 age_encryption_recipients")
+        opts = take_options("save_weights_external", options)
+        weights = self._ctx.api.weights
+        fut = self._ordered(
+            "save_weights_external", "SaveWeightsExternal", wt.SaveWeightsExternalResponseInternal,
+            lambda seq_id: wt.SaveWeightsExternalRequest(
+                model_id=self.model_id, path=name, seq_id=seq_id, ttl_seconds=ttl_seconds,
+                age_encryption_recipients=list(age_encryption_recipients) if age_encryption_recipients else None,
+            ),
+            lambda req, raw: (weights.with_raw_response if raw else weights).save_external(req, **opts),
+            raw_response,
+        )
+        if raw_response:
+            return fut
+
+        async def public(f: APIFuture[Any]) -> Any:
+            internal = await fut
+            f.set_request_id(fut.request_id)
+            if not internal.path:
+                raise ValueError("save_weights_external answered without a path")
+            return wt.SaveWeightsExternalResponse(path=internal.path)
+
+        return self._ctx.start("save_weights_external", public, on_cancel=lambda _: fut.cancel())
+
+    # -- SDK-compatible *_async aliases ------------------------------------------------------------
+    # The SDK 0.38 keeps these (deprecated) for code that awaited them to get
+    # the future: ``fut = await training.forward_backward_async(...)``.
+
+    async def forward_async(self, data: Sequence[wt.Datum], loss_fn: str,
+                            loss_fn_config: Mapping[str, float | str] | None = None,
+                            **options: Any) -> APIFuture[wt.ForwardBackwardOutput]:
+        """SDK alias: ``await`` it to get the :meth:`forward` future (nothing is awaited but the call)."""
+        return self.forward(data, loss_fn, loss_fn_config, **options)
+
+    async def forward_backward_async(self, data: Sequence[wt.Datum], loss_fn: str,
+                                     loss_fn_config: Mapping[str, float | str] | None = None,
+                                     **options: Any) -> APIFuture[wt.ForwardBackwardOutput]:
+        """SDK alias: ``await`` it to get the :meth:`forward_backward` future."""
+        return self.forward_backward(data, loss_fn, loss_fn_config, **options)
+
+    async def optim_step_async(self, optim_params: Any = None, **options: Any) -> APIFuture[wt.OptimStepResponse]:
+        """SDK alias: ``await`` it to get the :meth:`optim_step` future."""
+        return self.optim_step(optim_params, **options)
+
+    # -- tinkex *_future: wait for the submit, return the handle ----------------------------------
+
+    @staticmethod
+    async def _after_submit(fut: APIFuture[Any], submitted: trio.Event) -> APIFuture[Any]:
+        fut.add_done_callback(lambda _: submitted.set())
+        await submitted.wait()
+        if fut.done() and fut.exception() is not None:
+            await fut  # the submit itself failed: raise its typed error here
+        return fut
+
+    async def forward_future(self, data: Sequence[wt.Datum], loss_fn: str,
+                             loss_fn_config: Mapping[str, float | str] | None = None,
+                             **options: Any) -> APIFuture[wt.ForwardBackwardOutput]:
+        """tinkex ``forward_future``: returns once the server accepted the request.
+
+        The returned future's ``request_id`` is set (record it to re-attach
+        later with ``ServiceClient.retrieve_future``); its result is not
+        awaited. A refused submit raises here.
+        """
+        submitted = trio.Event()
+        fut = self._fwdbwd("forward", data, loss_fn, loss_fn_config, forward_only=True, raw_response=False,
+                           options=options, on_submitted=submitted.set)
+        return await self._after_submit(fut, submitted)
+
+    async def forward_backward_future(self, data: Sequence[wt.Datum], loss_fn: str,
+                                      loss_fn_config: Mapping[str, float | str] | None = None,
+                                      **options: Any) -> APIFuture[wt.ForwardBackwardOutput]:
+        """tinkex ``forward_backward_future``: as :meth:`forward_future`, with gradients."""
+        submitted = trio.Event()
+        fut = self._fwdbwd("forward_backward", data, loss_fn, loss_fn_config, forward_only=False,
+                           raw_response=False, options=options, on_submitted=submitted.set)
+        return await self._after_submit(fut, submitted)
+
+    async def optim_step_future(self, optim_params: Any = None, *, adam_params: wt.AdamParams | None = None,
+                                **options: Any) -> APIFuture[wt.OptimStepResponse]:
+        """tinkex ``optim_step_future``: returns once the server accepted the step (``request_id`` set)."""
+        submitted = trio.Event()
+        fut = self.optim_step(optim_params, adam_params=adam_params, _on_submitted=submitted.set, **options)
+        return await self._after_submit(fut, submitted)
+
+    # -- tinkex *_typed: the parsed result Struct --------------------------------------------------
+    # Every method here already resolves to a typed Struct; these names exist
+    # so tinkex code ports unchanged.
+
+    def save_weights_typed(self, name: str, ttl_seconds: int | None = None, overwrite: bool = False,
+                           user_metadata: Mapping[str, str] | None = None,
+                           **options: Any) -> APIFuture[wt.SaveWeightsResponse]:
+        """tinkex ``save_weights_typed``: :meth:`save_state`, resolving to a ``SaveWeightsResponse``."""
+        return self.save_state(name, ttl_seconds, overwrite, user_metadata, **options)
+
+    def load_weights_typed(self, path: str, optimizer: bool = False, weights_access_token: str | None = None,
+                           **options: Any) -> APIFuture[wt.LoadWeightsResponse]:
+        """tinkex ``load_weights_typed``: :meth:`load_state` (``optimizer=True``: with optimizer state)."""
+        name = "load_weights_typed"
+        return self._load(name, path, optimizer, weights_access_token, False, options)
+
+    def save_weights_for_sampler_typed(self, name: str, ttl_seconds: int | None = None,
+                                       user_metadata: Mapping[str, str] | None = None,
+                                       **options: Any) -> APIFuture[wt.SaveWeightsForSamplerResponse]:
+        """tinkex ``save_weights_for_sampler_typed``: :meth:`save_weights_for_sampler`, typed result."""
+        return self.save_weights_for_sampler(name, ttl_seconds, user_metadata, **options)
 
     # -- info -----------------------------------------------------------------------------------
 

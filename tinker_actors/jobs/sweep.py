@@ -11,8 +11,11 @@ How a run goes:
 
 1. The spec is planned into the journal (``Journal.plan`` is idempotent, so
    a resumed run adds only prompts appended since).
-2. Every row that is not done is sent again, in plan order, under its stable
-   idempotency key. A row that was in flight when the last run died is
+2. A row that was in flight when the last run died and whose server request
+   id is journaled is *re-attached* first (``ServiceClient.retrieve_future``):
+   its result is awaited without sending anything. If the server no longer
+   knows that id (404/410), or the id was never recorded, the row is sent
+   again, in plan order, under its stable idempotency key. A row that was in flight when the last run died is
    answered by the server's record of that key (no new work); a row that
    never reached the server is computed for the first time.
 3. Concurrency starts at ``[concurrency] max`` and follows an AIMD
@@ -68,6 +71,9 @@ log = structlog.get_logger()
 # How often a waiting request looks at its future's queue state for
 # congestion (a paused queue is a back-off signal like a 429).
 _STATE_CHECK_S = 0.25
+# How soon a waiting request records its server request id in the journal.
+# A request answered sooner never needs it: its result is recorded instead.
+_ID_CHECK_S = 0.02
 # Retries inside one run for failures worth retrying (connection loss, 5xx
 # and 429s after the transport's own retries ran out). What is still failing
 # after these is left `failed, retryable` for the next run. Submits are not
@@ -84,6 +90,7 @@ class SweepOutcome(msgspec.Struct, kw_only=True):
     counts: dict[str, int]
     sent_this_run: int
     skipped: int  # already done when the run started
+    reattached: int = 0  # in flight when the last run stopped, answered by re-attaching (not sent again)
     interrupted: bool
     summary: dict[str, Any] = msgspec.field(default_factory=dict)
     aimd: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -156,6 +163,7 @@ async def run_sweep(
         counters.failed = counts["failed_permanent"]
         limiter = AdaptiveLimiter(AimdPolicy(ceiling=spec.concurrency_max, floor=spec.concurrency_min))
         sent = 0
+        reattached = 0
         interrupted = True
         tokenizer: Any = None
 
@@ -179,8 +187,39 @@ async def run_sweep(
                         send.send_nowait(row)
                     send.close()
 
+                    async def reattach(row: Any) -> bool:
+                        """Wait on the request a previous run left in flight; False: send it again."""
+                        nonlocal reattached
+                        retrieve = getattr(service, "retrieve_future", None)
+                        if row.state != "sent" or not row.request_id or retrieve is None:
+                            return False
+                        counters.in_flight += 1
+                        started = time.perf_counter()
+                        try:
+                            async with limiter.slot() as slot:
+                                fut = retrieve(row.request_id, "sample")
+                                response = await _wait(fut, limiter, slot)
+                        except Exception as exc:
+                            # 404/410: the server forgot it (restart, expiry); anything else
+                            # is also best answered by the idempotent resend that follows.
+                            log.info("sweep_reattach_failed", key=row.key, error=type(exc).__name__)
+                            return False
+                        finally:
+                            counters.in_flight -= 1
+                        reattached += 1
+                        writer.add_result(
+                            row.key, result_from_response(response, request_id=row.request_id),
+                            latency_s=time.perf_counter() - started,
+                        )
+                        counters.done += 1
+                        if on_result is not None:
+                            on_result(row.key)
+                        return True
+
                     async def one(row: Any) -> None:
                         nonlocal sent
+                        if await reattach(row):
+                            return
                         request = requests[row.key]
                         model_input = prompt_input(request, tokenizer)
                         params = wt.SamplingParams(**request.setting.sampling_params())
@@ -202,7 +241,9 @@ async def run_sweep(
                                         topk_sample_logprobs=spec.topk_sample_logprobs,
                                         idempotency_key=request.idempotency_key,
                                     )
-                                    response = await _wait(fut, limiter, slot)
+                                    response = await _wait(
+                                        fut, limiter, slot, on_request_id=lambda rid: journal.record_request_id(row.key, rid)
+                                    )
                                 except Exception as exc:
                                     counters.errors += 1
                                     retry = _retryable(exc)
@@ -251,22 +292,33 @@ async def run_sweep(
                 counts=counts,
                 sent_this_run=sent,
                 skipped=counters.skipped,
+                reattached=reattached,
                 interrupted=interrupted,
                 aimd=limiter.statistics(),
             )
-            log.info("sweep_stop", spec_id=spec.spec_id, interrupted=interrupted, sent_this_run=sent, counts=counts)
+            log.info("sweep_stop", spec_id=spec.spec_id, interrupted=interrupted, sent_this_run=sent,
+                     reattached=reattached, counts=counts)
         if export:
             outcome.summary = export_sweep(spec, journal, tokenizer=tokenizer)
             outcome.results = str(spec.results_path)
     return outcome
 
 
-async def _wait(fut: Any, limiter: AdaptiveLimiter, slot: Any) -> Any:
-    """Await ``fut``; a paused queue state counts as congestion (once per request)."""
+async def _wait(
+    fut: Any, limiter: AdaptiveLimiter, slot: Any, *, on_request_id: Callable[[str], None] | None = None
+) -> Any:
+    """Await ``fut``; a paused queue state counts as congestion (once per request).
+
+    ``on_request_id`` is called once with the server's request id as soon as
+    it is known (so a killed run's successor can re-attach instead of resending).
+    """
     signalled = False
     while True:
-        with trio.move_on_after(_STATE_CHECK_S):
+        with trio.move_on_after(_STATE_CHECK_S if on_request_id is None else _ID_CHECK_S):
             return await fut
+        if on_request_id is not None and getattr(fut, "request_id", None):
+            on_request_id(fut.request_id)
+            on_request_id = None
         if not signalled and _paused(getattr(fut, "state", None)):
             signalled = True
             slot.congested()

@@ -36,12 +36,13 @@ What it does each step ``k`` (1-based; batch ``k - 1``):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,21 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+@contextlib.asynccontextmanager
+async def _one_error_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery that lets a lone failure out as itself (its traceback intact), not as a group."""
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if leaf is group:
+            raise
+        raise leaf from leaf.__cause__
+
+
 class Trainer:
     """See the module docstring."""
 
@@ -309,7 +325,8 @@ class Trainer:
         run_started = time.time()
         losses: dict[int, float] = {}
         interrupted = False
-        async with trio.open_nursery() as background:
+        # one failure leaves as itself, not wrapped in an ExceptionGroup
+        async with _one_error_nursery() as background:
             cur = await self._submit(self.state.step + 1) if self.state.step < cfg.steps and not stop.is_set() else None
             while cur is not None:
                 k = cur.k

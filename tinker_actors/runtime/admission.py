@@ -11,6 +11,17 @@
       └─ 429 ─▶ tighten for `backoff_window` s, release, sleep 1 s (≤128 KiB) or 5 s,
                resubmit the SAME body (same seq_id) — the caller's closure does not change
 
+Thousands of samples may be requested at once. A sample that cannot be
+admitted at once waits as a small *ticket* (its arguments and its future; no
+task, no request body) in one FIFO backlog; one ``pump`` task admits tickets
+from its head as slots free up, and only then does a sample get its task and
+encode its request::
+
+    admit_now(bytes) ─ free slot and nobody queued? ─▶ charged bytes: start the task now
+    enqueue(ticket)  ─▶ backlog (FIFO) ─ pump: acquire, ticket.admit(charged) ─▶ task
+                                          ticket.abandoned (cancelled): skipped
+                                          pump cancelled (service closing): ticket.close(error)
+
 Limits come from the server flags ``sample_max_concurrent_requests`` and
 ``sample_dispatch_bytes_semaphore_size`` (config may lower the first).
 Estimated bytes are tokens × 10, as the official SDK estimates them.
@@ -18,17 +29,18 @@ Estimated bytes are tokens × 10, as the official SDK estimates them.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import structlog
 import trio
 
-from ..errors import RateLimitError
+from ..errors import RateLimitError, ServiceClosedError
 from .budget import FifoBudget
 
-__all__ = ["SamplingAdmission", "AdmissionStatistics", "estimate_bytes"]
+__all__ = ["SamplingAdmission", "AdmissionStatistics", "AdmissionTicket", "estimate_bytes"]
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -48,6 +60,19 @@ class AdmissionStatistics(msgspec.Struct, frozen=True, kw_only=True):
     tightened: bool
     rate_limited: int
     admitted: int
+
+
+class AdmissionTicket(Protocol):
+    """A request waiting in the backlog (see module docstring)."""
+
+    estimated_bytes: int
+
+    @property
+    def abandoned(self) -> bool: ...  # e.g. its future was cancelled: skip it
+
+    def admit(self, charged: int) -> None: ...  # holds a slot and ``charged`` bytes now; must not block
+
+    def close(self, error: BaseException) -> None: ...  # never admitted: end it with ``error``
 
 
 class SamplingAdmission:
@@ -71,6 +96,8 @@ class SamplingAdmission:
         self._budget = FifoBudget(None, None, limits=self._limits)
         self._rate_limited = 0
         self._admitted = 0
+        self._backlog: deque[AdmissionTicket] = deque()
+        self._pumping = False
 
     @property
     def tightened(self) -> bool:
@@ -92,16 +119,86 @@ class SamplingAdmission:
             self.byte_budget = byte_budget
         self._budget.regrant()
 
+    def _cost(self, estimated_bytes: int) -> int:
+        cost = estimated_bytes * (self.backoff_byte_multiplier if self.tightened else 1)
+        return min(cost, self.byte_budget)  # one bigger than the budget runs alone
+
+    def admit_now(self, estimated_bytes: int) -> int | None:
+        """A slot now, if nobody is queued and one is free: the bytes charged, else None.
+
+        The caller then holds the slot and passes ``charged`` to :meth:`submit`.
+        """
+        if self._backlog:
+            return None
+        cost = self._cost(estimated_bytes)
+        return cost if self._budget.try_acquire(slots=1, nbytes=cost) else None
+
+    def release(self, charged: int) -> None:
+        """Give back a slot taken by :meth:`admit_now` or a ticket's admit and never used."""
+        self._budget.release(slots=1, nbytes=charged)
+
+    def enqueue(self, ticket: AdmissionTicket) -> bool:
+        """Queue ``ticket`` behind every earlier one; True: the caller must start :meth:`pump`."""
+        self._backlog.append(ticket)
+        if self._pumping:
+            return False
+        self._pumping = True
+        return True
+
+    async def pump(self) -> None:
+        """Admit backlog tickets in FIFO order as slots free up; returns when the backlog is empty.
+
+        Cancelled (the service is closing), it ends every ticket still waiting
+        with ServiceClosedError.
+        """
+        backlog = self._backlog
+        budget = self._budget
+        try:
+            while backlog:
+                ticket = backlog[0]
+                if ticket.abandoned:
+                    backlog.popleft()
+                    continue
+                cost = self._cost(ticket.estimated_bytes)
+                if budget.try_acquire(slots=1, nbytes=cost):
+                    charged = cost
+                else:
+                    charged = await budget.acquire(slots=1, nbytes=cost, wake_at=self._wake_at)
+                # only this task pops, so the head is still ``ticket``
+                backlog.popleft()
+                if ticket.abandoned:
+                    budget.release(slots=1, nbytes=charged)
+                    continue
+                try:
+                    ticket.admit(charged)
+                except BaseException:
+                    budget.release(slots=1, nbytes=charged)
+                    raise
+        except BaseException:
+            error = ServiceClosedError("the service closed before this request was sent")
+            while backlog:
+                ticket = backlog.popleft()
+                if not ticket.abandoned:
+                    ticket.close(error)
+            raise
+        finally:
+            self._pumping = False
+
     def note_rate_limited(self) -> None:
         self._rate_limited += 1
         self._backoff_until = trio.current_time() + self.backoff_window
 
-    async def submit(self, post: Callable[[], Awaitable[T]], *, estimated_bytes: int) -> T:
-        """Admit, send, and release on the ack; resubmit the same request after a 429."""
+    async def submit(self, post: Callable[[], Awaitable[T]], *, estimated_bytes: int, charged: int | None = None) -> T:
+        """Admit, send, and release on the ack; resubmit the same request after a 429.
+
+        ``charged``: the caller already holds a slot and these bytes
+        (:meth:`admit_now`, or a ticket's admit); they are released here.
+        """
         attempts = 0
         while True:
-            cost = estimated_bytes * (self.backoff_byte_multiplier if self.tightened else 1)
-            charged = await self._budget.acquire(slots=1, nbytes=cost, wake_at=self._wake_at)
+            if charged is None:
+                cost = estimated_bytes * (self.backoff_byte_multiplier if self.tightened else 1)
+                charged = await self._budget.acquire(slots=1, nbytes=cost, wake_at=self._wake_at)
             try:
                 self._admitted += 1
                 return await post()
@@ -113,13 +210,14 @@ class SamplingAdmission:
                 log.info("sample_backpressure", estimated_bytes=estimated_bytes, attempt=attempts, retry_after=exc.retry_after)
             finally:
                 self._budget.release(slots=1, nbytes=charged)
+                charged = None
             await trio.sleep(1.0 if estimated_bytes <= SMALL_REQUEST_BYTES else 5.0)
 
     def statistics(self) -> AdmissionStatistics:
         return AdmissionStatistics(
             in_flight=self._budget.used_slots,
             bytes_in_flight=self._budget.used_bytes,
-            waiting=self._budget.waiting,
+            waiting=self._budget.waiting + len(self._backlog),
             max_concurrent=self.max_concurrent,
             byte_budget=self.byte_budget,
             tightened=self.tightened,

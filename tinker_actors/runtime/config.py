@@ -70,6 +70,9 @@ class PollSettings(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_cap: float = 60.0
     bad_request_retries: int = 3
     warn_debounce_s: float = 60.0
+    # this many failed polls in a row (connection errors, timeouts, 5xx) log a warning
+    # (debounced by warn_debounce_s) and show on FutureStatus.last_poll_error
+    poll_error_warn_after: int = 5
     cancel_timeout: float = 30.0
     cancel_concurrency: int = 8
     # A future whose expected result is at most this many bytes skips the
@@ -105,6 +108,10 @@ class ServiceConfig:
     heartbeat_timeout: float = 10.0
     heartbeat_warn_after_s: float = 120.0
     heartbeat_warn_after_failures: int = 3
+    # With no successful heartbeat for this long (and no 410), the session is
+    # declared expired as on a 410: pending futures fail with SessionExpiredError.
+    # None: never (stay "degraded" for as long as the beats fail).
+    session_dead_after_s: float | None = 300.0
     poll: PollSettings = PollSettings()
     sampling_max_concurrent: int | None = None  # None: the server's sample_max_concurrent_requests
     restart_policy: RestartPolicy = RestartPolicy()

@@ -12,6 +12,8 @@
                    passed without success (then on every further failure)
           410  ─▶ SessionHealth(state="expired"); `expired` Event set, callbacks run
                    (the poller fails every pending future with SessionExpiredError); stop
+          no success for `dead_after_s` (5xx or timeouts forever, never a 410)
+               ─▶ expired the same way, so a dead session does not stay "degraded"
 
 ``health`` is readable at any moment. ``expired`` is a ``trio.Event`` for
 anything that wants to wait on the end of the session.
@@ -54,6 +56,7 @@ class HeartbeatActor:
         timeout: float = 10.0,
         warn_after_failures: int = 3,
         warn_after_s: float = 120.0,
+        dead_after_s: float | None = None,
     ) -> None:
         self._requester = requester
         self.session_id = session_id
@@ -61,6 +64,7 @@ class HeartbeatActor:
         self.timeout = timeout
         self.warn_after_failures = warn_after_failures
         self.warn_after_s = warn_after_s
+        self.dead_after_s = dead_after_s
         self.health = SessionHealth(last_success=trio.current_time())
         self.expired = trio.Event()
         self.beats = 0
@@ -119,6 +123,12 @@ class HeartbeatActor:
         since = prev.since if prev.state == "degraded" and prev.since is not None else now
         self.health = SessionHealth(state="degraded", since=since, failures=failures, last_success=prev.last_success, last_error=repr(exc))
         silent_for = now - (prev.last_success if prev.last_success is not None else since)
+        if self.dead_after_s is not None and silent_for >= self.dead_after_s:
+            self.expire(
+                f"no successful heartbeat for {silent_for:.0f} s (session_dead_after_s={self.dead_after_s:g}); "
+                f"last error: {exc!r}"
+            )
+            return
         if failures >= self.warn_after_failures or silent_for >= self.warn_after_s:
             log.warning(
                 "heartbeat_failing",

@@ -57,6 +57,7 @@ from ..errors import (
     NotFoundError,
     RateLimitError,
     RequestFailedError,
+    ResponseDecodeError,
     ServiceClosedError,
 )
 from .budget import FifoBudget
@@ -117,6 +118,9 @@ class FutureStatus(msgspec.Struct, frozen=True, kw_only=True):
     age: float
     since_progress: float
     time_in_state: dict[str, float]
+    # failed polls in a row (connection errors, timeouts, 5xx) and the last one's error
+    poll_errors: int = 0
+    last_poll_error: str | None = None
 
 
 class PollerStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,6 +154,8 @@ class FutureHandle:
         self.queue_state: str | None = None
         self.queue_state_reason: str | None = None
         self.polls = 0
+        self.poll_errors = 0  # failed polls in a row; reset by any answer
+        self.last_poll_error: str | None = None
         now = trio.current_time()
         self.created_at = now
         self.last_progress = now
@@ -191,6 +197,8 @@ class FutureHandle:
             age=now - self.created_at,
             since_progress=now - self.last_progress,
             time_in_state=self.time_in_state(),
+            poll_errors=self.poll_errors,
+            last_poll_error=self.last_poll_error,
         )
 
     # --- waiting -----------------------------------------------------------
@@ -281,6 +289,15 @@ class _Batch:
 _FALLBACK = object()  # batched polling unavailable: poll this future on its own
 
 
+class _Crash:
+    """A bug that escaped a poll loop run in a caller's task, for the poller actor to raise."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 @functools.cache
 def _classifier() -> Callable[[str, bytes, Any], Any]:
     try:
@@ -325,6 +342,15 @@ def _local_classify(content_type: str, body: bytes, result_type: Any) -> Any:
     return msgspec.convert(data, result_type)
 
 
+def _decode_error(exc: Exception, content_type: str | None, handle: FutureHandle) -> ResponseDecodeError:
+    what = getattr(handle.spec.result_type, "__name__", None) or "the result"
+    return ResponseDecodeError(
+        f"cannot read the answer for {handle.request_id} as {what}: {type(exc).__name__}: {exc}"[:500],
+        endpoint="POST /api/v1/retrieve_future",
+        content_type=content_type,
+    )
+
+
 def _kind(obj: Any) -> str:
     return type(obj).__name__
 
@@ -358,7 +384,7 @@ class FuturePoller:
         budget = inflight_bytes if inflight_bytes is not None else flags().inflight_response_bytes_semaphore_size
         self._bytes = FifoBudget(None, budget)
         self._handles: dict[str, FutureHandle] = {}
-        self._inbox_send, self._inbox_recv = trio.open_memory_channel[FutureHandle](math.inf)
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[FutureHandle | _Crash](math.inf)
         self._cancel_send, self._cancel_recv = trio.open_memory_channel[str](math.inf)
         self._batches: dict[tuple[str, int], _Batch] = {}
         self._batched_available = True
@@ -370,15 +396,37 @@ class FuturePoller:
         self._counts = {"completed": 0, "failed": 0, "timed_out": 0, "cancelled": 0}
 
     # --- public ------------------------------------------------------------
-    def register(self, spec: FutureSpec) -> FutureHandle:
-        """Start tracking a submitted request; never blocks."""
+    def register(self, spec: FutureSpec, *, drive: bool = True) -> FutureHandle:
+        """Start tracking a submitted request; never blocks.
+
+        ``drive=False``: the caller polls it in its own task with :meth:`wait`
+        (no poller task for this future).
+        """
         handle = FutureHandle(spec, self, spec.progress_timeout or self.settings.progress_timeout)
         if self._closed is not None:
             handle._finish(FutureState.FAILED, error=self._closed)
             return handle
         self._handles[spec.request_id] = handle
-        self._inbox_send.send_nowait(handle)
+        if drive:
+            self._inbox_send.send_nowait(handle)
         return handle
+
+    async def wait(self, handle: FutureHandle) -> Any:
+        """Poll ``handle`` to its end in the caller's task, by this poller's rules and limits
+        (the same loop as the poller's own tasks), and return its result or raise its error.
+
+        A caller cancelled meanwhile leaves the handle pending: cancel it (or
+        await it again) yourself. If another task already drives it (the poller
+        resumed it after a restart), this just waits. A bug escaping the poll
+        loop is the poller actor's crash, wherever the loop ran: it is raised in
+        the actor (whose supervisor restarts it and resumes this future) while
+        this caller keeps waiting.
+        """
+        try:
+            await self._drive(handle)
+        except Exception as exc:
+            self._inbox_send.send_nowait(_Crash(exc))
+        return await handle.result()
 
     def get(self, request_id: str) -> FutureHandle | None:
         return self._handles.get(request_id)
@@ -423,6 +471,8 @@ class FuturePoller:
                     self._ensure_batch(batch)
             task_status.started()
             async for handle in self._inbox_recv:
+                if isinstance(handle, _Crash):
+                    raise handle.error
                 nursery.start_soon(self._drive, handle)
 
     def _forget(self, handle: FutureHandle) -> None:
@@ -539,6 +589,7 @@ class FuturePoller:
                         await self._sleep_until_or_deadline(handle, s.min_poll_interval * random.uniform(0.5, 1.0))
                         continue
                     if code >= 500 or code == 402:
+                        self._poll_failed(handle, exc)
                         await self._sleep_until_or_deadline(handle, max(backoff.next(), 5.0 if code == 402 else 0.0))
                         continue
                     if code == 400 and bad_requests < s.bad_request_retries:
@@ -548,7 +599,7 @@ class FuturePoller:
                     handle._finish(FutureState.FAILED, error=exc)
                     return
                 except (APIConnectionError, ActorCrashedError, trio.TooSlowError) as exc:
-                    log.debug("future_poll_error", request_id=handle.request_id, error=repr(exc))
+                    self._poll_failed(handle, exc)
                     await self._sleep_until_or_deadline(handle, backoff.next())
                     continue
                 except ServiceClosedError as exc:
@@ -556,8 +607,13 @@ class FuturePoller:
                     return
             if raw is None:
                 continue  # the progress deadline passed mid-poll; the loop head fails it
+            handle.poll_errors = 0
             content_type, body = raw_parts(raw)
-            reply = _classify(content_type, body, handle.spec.result_type)
+            try:
+                reply = _classify(content_type, body, handle.spec.result_type)
+            except Exception as exc:  # the body came from outside: a typed error naming the endpoint
+                handle._finish(FutureState.FAILED, error=_decode_error(exc, content_type, handle))
+                return
             kind = _kind(reply)
             backoff.reset()
             if kind == "TryAgainResponse":
@@ -583,6 +639,26 @@ class FuturePoller:
             else:
                 handle._finish(FutureState.DONE, value=reply)
                 return
+
+    def _poll_failed(self, handle: FutureHandle, exc: BaseException) -> None:
+        """Record a failed poll; warn (debounced) once a run of them looks like an outage."""
+        handle.poll_errors += 1
+        handle.last_poll_error = repr(exc)
+        log.debug("future_poll_error", request_id=handle.request_id, error=handle.last_poll_error)
+        if handle.poll_errors < self.settings.poll_error_warn_after:
+            return
+        key = (handle.spec.request_type, "poll_failing", None)
+        now = trio.current_time()
+        if now - self._last_warn.get(key, -math.inf) >= self.settings.warn_debounce_s:
+            self._last_warn[key] = now
+            log.warning(
+                "future_poll_failing",
+                request_type=handle.spec.request_type,
+                request_id=handle.request_id,
+                failed_polls=handle.poll_errors,
+                error=handle.last_poll_error,
+                gives_up_in_s=round(max(0.0, self._deadline(handle) - now), 1),
+            )
 
     def _observe(self, handle: FutureHandle, queue_state: str | None, reason: str | None) -> None:
         state = _QUEUE_STATES.get(queue_state or "", FutureState.ACTIVE)
@@ -686,7 +762,14 @@ class FuturePoller:
                 backoff.reset()
                 bad_requests = 0
                 _, body = raw_parts(raw)
-                data = msgspec.json.decode(body)
+                try:
+                    data = msgspec.json.decode(body)
+                    if not isinstance(data, dict):
+                        raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+                except (msgspec.DecodeError, TypeError) as exc:
+                    # a bad batch answer must not crash the poller: poll each future on its own
+                    self._fall_back(batch, f"malformed answer: {exc}")
+                    return
                 batch.retrieved.difference_update(retrieved)
                 batch.cursor = int(data.get("cursor", batch.cursor))
                 for waiter in batch.waiters.values():

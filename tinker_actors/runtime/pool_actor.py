@@ -143,6 +143,11 @@ class PoolActor:
                     decode=msg.decode,
                 )
             if isinstance(result, outcome.Error) and isinstance(result.error, trio.Cancelled):
+                if not envelope.abandoned:
+                    # The actor itself is going down (crash or close), not the caller:
+                    # leave the envelope unanswered so on_crash / close fails it with
+                    # the real reason instead of "abandoned".
+                    result.unwrap()
                 result = None  # abandoned: the caller is gone
         finally:
             self._slots.release_on_behalf_of(envelope)

@@ -175,6 +175,7 @@ class Service:
             timeout=cfg.heartbeat_timeout,
             warn_after_failures=cfg.heartbeat_warn_after_failures,
             warn_after_s=cfg.heartbeat_warn_after_s,
+            dead_after_s=cfg.session_dead_after_s,
         )
         self.heartbeat.on_expired(lambda exc: self.poller.fail_all(exc))
         self.telemetry = TelemetryBatcher(

@@ -1,9 +1,16 @@
-"""The ASGI app: Starlette routes over :class:`~.service.LocalServer`.
+"""The ASGI app: routes over :class:`~.service.LocalServer`.
 
 A raw ASGI wrapper (:class:`Gate`) sits in front of the routes and does what
 every request shares: counting, the API-key check, the body-size limit,
-injected faults and ``X-Idempotency-Key`` replay. It answers the lifespan
-protocol through Starlette, and the lifespan owns the server's task group.
+injected faults and ``X-Idempotency-Key`` replay. Routes with a fixed path
+(every hot one: asample, retrieve_future, forward_backward, ...) are found
+in one dict lookup; only the REST routes with ids in the path go through
+Starlette's router, whose linear regex scan cost more than the rest of the
+request on the sample path. Starlette also answers the lifespan protocol,
+and the lifespan owns the server's task group.
+
+JSON bodies are decoded with the wire Structs (``wire.decoder(T)``); the
+forward_backward protobuf body with ``wire.protobuf``.
 
 Dropped connections: to drop a connection the gate starts a response that
 promises a body (``content-length``) and then raises, so the server (hypercorn
@@ -22,15 +29,19 @@ import zlib
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
+import msgspec
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .. import wire
+from ..errors import ValidationError
+from ..wire import protobuf as wpb
 from . import engine
 from .config import ServerConfig, fault_config_from_dict
-from .http import ApiError, bad, json_response, parse_json
+from .http import ApiError, bad, decode_body, json_response
 from .service import LocalServer
 from .storage import BadPath
 
@@ -46,8 +57,26 @@ class DroppedConnection(Exception):
     """Raised on purpose to make the ASGI server abort a connection."""
 
 
+FORWARD_BODY = wire.ForwardRequest | wire.ForwardBackwardRequest
+# links that carry their own signature instead of an API key
+_SIGNED_LINKS = ("/_local/archive/", "/_local/files/", "/_local/trace/")
+
+_route_names: dict[str, str] = {}
+
+
 def route_name(path: str) -> str:
-    """A stable label for counters: the endpoint, ids replaced by their role."""
+    """A stable label for counters (cached: a client asks few distinct paths)."""
+    name = _route_names.get(path)
+    if name is None:
+        name = _route_name(path)
+        if len(_route_names) > 4096:
+            _route_names.clear()
+        _route_names[path] = name
+    return name
+
+
+def _route_name(path: str) -> str:
+    """The endpoint, ids replaced by their role."""
     if not path.startswith(API + "/"):
         return "_local" if path.startswith("/_local") else "other"
     parts = path[len(API) + 1 :].split("/")
@@ -66,6 +95,8 @@ def route_name(path: str) -> str:
     if head == "sessions":
         if len(parts) == 1:
             return "sessions"
+        if parts[1] == "search":
+            return "sessions/search"
         return "sessions/{sid}" + (f"/{parts[2]}" if len(parts) > 2 else "")
     if head == "samplers":
         return "samplers/{id}"
@@ -104,9 +135,10 @@ class Gate:
         name = route_name(path)
         method: str = scope["method"]
         srv.stats.requests[name] += 1
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # ASGI servers deliver header names lowercased
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            if not path.startswith("/_local/archive/") and path != f"{API}/healthz":
+            if not path.startswith(_SIGNED_LINKS) and path != f"{API}/healthz":
                 self._check_key(headers.get("x-api-key"))
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > srv.config.max_body_bytes:
@@ -115,7 +147,7 @@ class Gate:
             srv.stats.statuses[str(exc.status)] += 1
             await exc.response()(scope, receive, send)
             return
-        if name != "_local" and not path.startswith("/_local"):
+        if name != "_local" and not path.startswith("/_local") and srv.faults.config.any_request_faults():
             fault = srv.faults.for_request(name)
             if fault.slow_s:
                 srv.stats.faults["slow"] += 1
@@ -177,16 +209,14 @@ class Gate:
             srv.idempotency.finish(key, rec, keep=keep)
 
     async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        status_holder: list[int] = []
+        statuses = self.server.stats.statuses
 
         async def counting_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                status_holder.append(message["status"])
+                statuses[str(message["status"])] += 1
             await send(message)
 
         await self.inner(scope, receive, counting_send)
-        if status_holder:
-            self.server.stats.statuses[str(status_holder[0])] += 1
 
     def _check_key(self, key: str | None) -> None:
         expected = self.server.config.api_key
@@ -215,7 +245,7 @@ def endpoint(fn: Callable[[Request], Awaitable[Any]]) -> Handler:
             out = await fn(request)
         except ApiError as exc:
             return exc.response()
-        except BadPath as exc:
+        except (BadPath, ValidationError) as exc:
             return ApiError(400, str(exc)).response()
         if isinstance(out, Response):
             return out
@@ -250,14 +280,14 @@ def _page(request: Request, default_limit: int) -> tuple[int, int]:
 def build_routes(srv: LocalServer) -> list[Route]:
     cfg = srv.config
 
-    async def jbody(request: Request) -> dict[str, Any]:
-        return parse_json(await _body(request, srv))
+    async def jbody(request: Request, type_: type[Any]) -> Any:
+        return decode_body(type_, await _body(request, srv))
 
-    def post(path: str, fn: Callable[[dict[str, Any]], Any], *, enabled: bool = True) -> Route:
+    def post(path: str, type_: type[Any], fn: Callable[[Any], Any], *, enabled: bool = True) -> Route:
         async def handler(request: Request) -> Any:
             if not enabled:
                 raise ApiError(404, f"{path} is not available on this server")
-            out = fn(await jbody(request))
+            out = fn(await jbody(request, type_))
             if hasattr(out, "__await__"):
                 out = await out
             return out
@@ -266,7 +296,7 @@ def build_routes(srv: LocalServer) -> list[Route]:
 
     # -- special handlers ----------------------------------------------
     async def client_config(request: Request) -> Any:
-        await jbody(request)
+        await jbody(request, wire.ClientConfigRequest)
         return {
             "pjwt_auth_enabled": False,
             "sample_use_retrieve_futures": bool(cfg.sample_use_retrieve_futures and cfg.retrieve_futures),
@@ -277,7 +307,7 @@ def build_routes(srv: LocalServer) -> list[Route]:
     async def dynamic_config(request: Request) -> Any:
         if not cfg.dynamic_config:
             raise ApiError(404, "client/dynamic_config is not available on this server")
-        await jbody(request)
+        await jbody(request, wire.ClientDynamicConfigRequest)
         return {
             "refresh_interval_sec": 300,
             "sample_cancel_enabled": bool(cfg.sample_cancel_enabled and cfg.cancel_future),
@@ -286,26 +316,49 @@ def build_routes(srv: LocalServer) -> list[Route]:
 
     async def forward_backward(request: Request) -> Any:
         raw = await _body(request, srv)
-        ctype = request.headers.get("content-type", "")
-        if "application/x-protobuf" in ctype:
-            req = engine.parse_fb_proto(raw)
+        if wpb.PROTOBUF_CONTENT_TYPE in request.headers.get("content-type", ""):
+            try:
+                decoded = wpb.forward_backward_request_from_proto(raw)
+            except msgspec.DecodeError as exc:
+                raise bad(f"request body is not a valid ForwardBackwardRequest protobuf: {exc}") from None
         else:
-            req = engine.parse_fb_json(parse_json(raw))
+            decoded = decode_body(wire.ForwardBackwardRequest, raw)
+        req = engine.fb_request(decoded)
         return await srv.forward_backward(req, "Forward" if req.forward_only else "ForwardBackward")
 
     async def forward(request: Request) -> Any:
-        req = engine.parse_fb_json(await jbody(request), forward_only=True)
+        # a forward_backward-shaped body is accepted too, and run forward only
+        req = engine.fb_request(await jbody(request, FORWARD_BODY))
+        req.forward_only = True
         return await srv.forward_backward(req, "Forward")
 
     async def asample(request: Request) -> Any:
-        return await srv.asample(engine.parse_sample(await jbody(request)))
+        return await srv.asample(engine.sample_request(await jbody(request, wire.SampleRequest)))
 
     async def retrieve_future(request: Request) -> Any:
-        payload, ctype = await srv.retrieve_future(await jbody(request), request.headers.get("accept", ""))
+        req = await jbody(request, wire.FutureRetrieveRequest)
+        payload, ctype = await srv.retrieve_future(req, request.headers.get("accept", ""))
         return Response(payload, media_type=ctype)
 
     async def finish(request: Request) -> Any:
-        return srv.finish_session(request.path_params["sid"], await jbody(request))
+        return srv.finish_session(request.path_params["sid"], await jbody(request, wire.SessionFinishRequest))
+
+    async def set_project(request: Request) -> Any:
+        srv.set_project(request.path_params["sid"], await jbody(request, wire.SetSessionProjectRequest))
+        return Response(status_code=204)
+
+    async def sessions_search(request: Request) -> Any:
+        return srv.search_sessions(await jbody(request, wire.SessionSearchRequest))
+
+    async def trace_export(request: Request) -> Any:
+        sid = request.path_params["sid"]
+        srv.session(sid, live=False)
+        return {"status": "ready", "url": signed_url(request, f"/_local/trace/{sid}", f"trace/{sid}")}
+
+    async def trace_download(request: Request) -> Any:
+        sid = request.path_params["sid"]
+        check_signed(request, f"trace/{sid}")
+        return srv.trace_export(sid)
 
     async def sessions(request: Request) -> Any:
         if not cfg.sessions_routes:
@@ -325,7 +378,7 @@ def build_routes(srv: LocalServer) -> list[Route]:
         return {"status": "ok"}
 
     async def telemetry(request: Request) -> Any:
-        await jbody(request)
+        await _body(request, srv)  # accepted and dropped, unread
         return {"status": "accepted"}
 
     async def sampler_get(request: Request) -> Any:
@@ -358,28 +411,50 @@ def build_routes(srv: LocalServer) -> list[Route]:
         return Response(status_code=204)
 
     async def ck_ttl(request: Request) -> Any:
-        srv.set_ttl(*ck(request), await jbody(request))
+        srv.set_ttl(*ck(request), await jbody(request, wire.CheckpointTtlRequest))
         return Response(status_code=204)
+
+    def signed_url(request: Request, path: str, signed: str, expires: int | None = None) -> str:
+        """An absolute link to ``path`` that works without a key until ``expires``."""
+        expires = expires or int(time.time() + cfg.archive_url_ttl_s)
+        return f"{str(request.base_url).rstrip('/')}{path}?expires={expires}&sig={srv.sign(signed, expires)}"
+
+    def check_signed(request: Request, signed: str) -> None:
+        q = request.query_params
+        srv.check_signature(signed, q.get("expires", ""), q.get("sig", ""))
+
+    def http_date(ts: int) -> str:
+        return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(ts))
 
     async def ck_archive(request: Request) -> Any:
         run, kind, name = ck(request)
         srv.checkpoint(run, kind, name)
         expires = int(time.time() + cfg.archive_url_ttl_s)
-        rel = f"{urllib.parse.quote(run, safe='')}/{kind}/{name}"
-        sig = srv.sign(f"{run}/{kind}/{name}", expires)
-        url = f"{request.base_url}_local/archive/{rel}?expires={expires}&sig={sig}"
-        http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(expires))
-        return Response(status_code=302, headers={"Location": url, "Expires": http_date})
+        rel = f"/_local/archive/{urllib.parse.quote(run, safe='')}/{kind}/{name}"
+        url = signed_url(request, rel, f"{run}/{kind}/{name}", expires)
+        return Response(status_code=302, headers={"Location": url, "Expires": http_date(expires)})
 
     async def ck_external_urls(request: Request) -> Any:
         run, kind, name = ck(request)
-        srv.checkpoint(run, kind, name)
-        raise ApiError(404, "external weight URLs exist only for external checkpoints (save_weights_external)")
+        files = srv.external_files(run, kind, name)
+        expires = int(time.time() + cfg.archive_url_ttl_s)
+        base = f"/_local/files/{urllib.parse.quote(run, safe='')}/{kind}/{name}"
+        urls = {f: signed_url(request, f"{base}/{f}", f"{run}/{kind}/{name}/{f}", expires) for f in files}
+        expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        return {"urls": urls, "expires": expiry}
+
+    async def external_file(request: Request) -> Any:
+        run, kind, name = ck(request)
+        fname = request.path_params["file"]
+        check_signed(request, f"{run}/{kind}/{name}/{fname}")
+        if fname not in srv.external_files(run, kind, name):
+            raise ApiError(404, f"no file {fname!r} in this checkpoint")
+        data = (srv.storage.checkpoint_dir(run, kind, name) / fname).read_bytes()
+        return Response(data, media_type="application/octet-stream")
 
     async def archive(request: Request) -> Any:
         run, kind, name = ck(request)
-        q = request.query_params
-        srv.check_signature(f"{run}/{kind}/{name}", q.get("expires", ""), q.get("sig", ""))
+        check_signed(request, f"{run}/{kind}/{name}")
         srv.checkpoint(run, kind, name)
         directory = srv.storage.checkpoint_dir(run, kind, name)
 
@@ -400,8 +475,8 @@ def build_routes(srv: LocalServer) -> list[Route]:
 
     async def set_faults(request: Request) -> Any:
         try:
-            fc = fault_config_from_dict(await jbody(request))
-        except (TypeError, ValueError) as exc:
+            fc = fault_config_from_dict(msgspec.json.decode(await _body(request, srv) or b"{}"))
+        except (TypeError, ValueError, msgspec.DecodeError) as exc:
             raise bad(str(exc)) from None
         srv.config.faults = fc
         srv.faults.set(fc)
@@ -415,31 +490,36 @@ def build_routes(srv: LocalServer) -> list[Route]:
     return [
         Route(f"{API}/client/config", endpoint(client_config), methods=["POST"]),
         Route(f"{API}/client/dynamic_config", endpoint(dynamic_config), methods=["POST"]),
-        post("create_session", srv.create_session),
-        post("session_heartbeat", srv.heartbeat),
+        post("create_session", wire.CreateSessionRequest, srv.create_session),
+        post("session_heartbeat", wire.SessionHeartbeatRequest, srv.heartbeat),
         Route(f"{API}/sessions/{{sid}}/finish", endpoint(finish), methods=["POST"]),
+        Route(f"{API}/sessions/{{sid}}/project", endpoint(set_project), methods=["PUT"]),
+        Route(f"{API}/sessions/{{sid}}/trace_export", endpoint(trace_export), methods=["GET"]),
+        Route(f"{API}/sessions/search", endpoint(sessions_search), methods=["POST"]),
         Route(f"{API}/sessions", endpoint(sessions), methods=["GET"]),
         Route(f"{API}/sessions/{{sid}}", endpoint(session_get), methods=["GET"]),
         Route(f"{API}/get_server_capabilities", endpoint(capabilities), methods=["GET"]),
         Route(f"{API}/healthz", endpoint(healthz), methods=["GET"]),
-        post("create_model", srv.create_model),
-        post("get_info", srv.get_info),
-        post("unload_model", srv.unload_model),
+        post("create_model", wire.CreateModelRequest, srv.create_model),
+        post("get_info", wire.GetInfoRequest, srv.get_info),
+        post("unload_model", wire.UnloadModelRequest, srv.unload_model),
         Route(f"{API}/forward_backward", endpoint(forward_backward), methods=["POST"]),
         Route(f"{API}/forward", endpoint(forward), methods=["POST"]),
-        post("optim_step", srv.optim_step),
-        post("save_weights", srv.save_weights),
-        post("save_weights_for_sampler", srv.save_weights_for_sampler),
-        post("load_weights", srv.load_weights),
-        post("create_sampling_session", srv.create_sampling_session),
-        post("join_sampling_session", srv.join_sampling_session),
+        post("optim_step", wire.OptimStepRequest, srv.optim_step),
+        post("save_weights", wire.SaveWeightsRequest, srv.save_weights),
+        post("save_weights_for_sampler", wire.SaveWeightsForSamplerRequest, srv.save_weights_for_sampler),
+        post("save_weights_external", wire.SaveWeightsExternalRequest, srv.save_weights_external),
+        post("load_weights", wire.LoadWeightsRequest, srv.load_weights),
+        post("copy_weights", wire.CopyWeightsRequest, srv.copy_weights),
+        post("create_sampling_session", wire.CreateSamplingSessionRequest, srv.create_sampling_session),
+        post("join_sampling_session", wire.JoinSamplingSessionRequest, srv.join_sampling_session),
         Route(f"{API}/samplers/{{sid}}", endpoint(sampler_get), methods=["GET"]),
         Route(f"{API}/asample", endpoint(asample), methods=["POST"]),
         Route(f"{API}/retrieve_future", endpoint(retrieve_future), methods=["POST"]),
-        post("retrieve_futures", srv.retrieve_futures, enabled=cfg.retrieve_futures),
-        post("cancel_future", srv.cancel_future, enabled=cfg.cancel_future),
+        post("retrieve_futures", wire.FuturesRetrieveRequest, srv.retrieve_futures, enabled=cfg.retrieve_futures),
+        post("cancel_future", wire.CancelFutureRequest, srv.cancel_future, enabled=cfg.cancel_future),
         Route(f"{API}/telemetry", endpoint(telemetry), methods=["POST"]),
-        post("weights_info", srv.weights_info),
+        post("weights_info", wire.WeightsInfoRequest, srv.weights_info),
         Route(f"{API}/training_runs", endpoint(runs_list), methods=["GET"]),
         Route(f"{API}/training_runs/{{run}}", endpoint(run_get), methods=["GET"]),
         Route(f"{API}/training_runs/{{run}}/checkpoints", endpoint(run_checkpoints), methods=["GET"]),
@@ -450,6 +530,8 @@ def build_routes(srv: LocalServer) -> list[Route]:
         Route(f"{ckpt}/archive", endpoint(ck_archive), methods=["GET"]),
         Route(f"{ckpt}/external_weights_urls", endpoint(ck_external_urls), methods=["GET"]),
         Route("/_local/archive/{run}/{kind}/{name}", endpoint(archive), methods=["GET"]),
+        Route("/_local/files/{run}/{kind}/{name}/{file}", endpoint(external_file), methods=["GET"]),
+        Route("/_local/trace/{sid}", endpoint(trace_download), methods=["GET"]),
         Route("/_local/stats", endpoint(stats), methods=["GET"]),
         Route("/_local/stats/reset", endpoint(reset_stats), methods=["POST"]),
         Route("/_local/faults", endpoint(set_faults), methods=["POST"]),
@@ -471,8 +553,25 @@ class LocalServerApp:
                 finally:
                     tg.cancel_scope.cancel()
 
-        self.starlette = Starlette(routes=build_routes(self.server), lifespan=lifespan)
-        self.gate = Gate(self.starlette, self.server)
+        routes = build_routes(self.server)
+        self.starlette = Starlette(routes=routes, lifespan=lifespan)
+        # fixed paths: one dict lookup instead of the router's regex scan
+        self.fixed: dict[tuple[str, str], Any] = {
+            (method, r.path): r.endpoint
+            for r in routes
+            if "{" not in r.path
+            for method in (r.methods or ())
+        }
+        self.gate = Gate(self.dispatch, self.server)
+
+    async def dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        handler = self.fixed.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if handler is None:
+            await self.starlette(scope, receive, send)
+            return
+        scope["app"] = self.starlette  # Request.url_for and friends look here
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
 
     @property
     def stats(self) -> Any:

@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", choices=["hypercorn", "uvicorn"], default="hypercorn")
     p.add_argument("--long-poll-timeout", type=float, default=30.0)
     p.add_argument("--compute-threads", type=int, default=1)
+    p.add_argument(
+        "--metadata-threshold", type=int, default=64 * 1024,
+        help="results above this many bytes are announced with complete_metadata (0: always)",
+    )
     f = p.add_argument_group("fault injection (seeded)")
     f.add_argument("--fault-seed", type=int, default=0)
     f.add_argument("--fault-rate-429", type=float, default=0.0)
@@ -67,6 +71,7 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         faults=faults,
         long_poll_timeout_s=ns.long_poll_timeout,
         compute_threads=ns.compute_threads,
+        metadata_threshold_bytes=ns.metadata_threshold,
         dynamic_config=not ns.no_dynamic_config,
         retrieve_futures=not ns.no_retrieve_futures,
         cancel_future=not ns.no_cancel_future,

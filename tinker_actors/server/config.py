@@ -90,7 +90,9 @@ class ServerConfig:
     futures_batch_timeout_s: float = 30.0
     future_result_ttl_s: float = 600.0
     max_body_bytes: int = 64 * 1024 * 1024
-    metadata_only_threshold: int = 64 * 1024
+    # a result larger than this is announced with complete_metadata to an
+    # allow_metadata_only poll; smaller ones come at once (0 = always announce)
+    metadata_threshold_bytes: int = 64 * 1024
     seq_wait_timeout_s: float = 120.0
     compute_threads: int = 1
     # run model work on the event loop instead of a worker thread: only for

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import itertools
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -40,6 +40,10 @@ class Result:
     encode: Callable[[Any, str], bytes]
     proto: bool = False
     _cache: dict[str, bytes] = field(default_factory=dict)
+
+    def encoded(self, kind: str) -> bool:
+        """True when ``body(kind)`` is already cached (costs nothing)."""
+        return kind in self._cache
 
     def body(self, kind: str) -> bytes:
         if kind not in self._cache:
@@ -87,7 +91,8 @@ class FuturesStore:
         self._expired: OrderedDict[str, None] = OrderedDict()
         self._prefix = uuid.uuid4().hex[:8]
         self._counter = itertools.count(1)
-        self._creates = 0
+        # finished ids in completion order: the sweep only looks at the oldest
+        self._done: deque[str] = deque()
         # per-sampling-session completion logs for retrieve_futures
         self._completions: dict[str, list[str]] = {}
         self._completion_events: dict[str, anyio.Event] = {}
@@ -99,9 +104,7 @@ class FuturesStore:
         rid = f"req-{self._prefix}-{next(self._counter)}"
         fut = Future(request_id=rid, request_type=request_type, owner=owner, created=self._clock())
         self._futures[rid] = fut
-        self._creates += 1
-        if self._creates % 256 == 0:  # amortised: a sweep scans every future
-            self.sweep()
+        self.sweep()
         return fut
 
     def get(self, request_id: str) -> Future | Lookup:
@@ -183,6 +186,7 @@ class FuturesStore:
     def _finish(self, fut: Future) -> None:
         fut.finished_at = self._clock()
         fut.event.set()
+        self._done.append(fut.request_id)
         log = self._completions.get(fut.owner)
         if log is not None:
             fut.completion_index = len(log)
@@ -198,14 +202,22 @@ class FuturesStore:
             self._expired.popitem(last=False)
 
     def sweep(self) -> None:
-        """Drop finished futures older than the TTL (from retrieval, else completion)."""
+        """Drop finished futures older than the TTL (from retrieval, else completion).
+
+        Amortised O(1): it walks the completion log from the oldest and stops
+        at the first future still within its TTL. A late retrieval can keep
+        younger futures behind it a little longer; none is dropped early.
+        """
         now = self._clock()
-        for rid, fut in list(self._futures.items()):
-            if not fut.finished or fut.finished_at is None:
-                continue
-            since = fut.retrieved_at if fut.retrieved_at is not None else fut.finished_at
-            if now - since > self._ttl_s:
-                self._drop(rid)
+        done = self._done
+        while done:
+            fut = self._futures.get(done[0])
+            if fut is not None:
+                since = fut.retrieved_at if fut.retrieved_at is not None else fut.finished_at
+                if since is None or now - since <= self._ttl_s:
+                    return
+                self._drop(fut.request_id)
+            done.popleft()
 
     def open_count(self) -> int:
         return sum(1 for f in self._futures.values() if not f.finished)

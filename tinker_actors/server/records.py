@@ -19,6 +19,9 @@ def now_iso(ts: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc).isoformat()
 
 
+_CHECKPOINT_TYPES = {"weights": "training", "sampler_weights": "sampler", "external_weights": "external"}
+
+
 @dataclass
 class SessionRec:
     session_id: str
@@ -62,7 +65,7 @@ class SamplerRec:
 @dataclass
 class CheckpointRec:
     run_id: str
-    kind: str  # weights | sampler_weights
+    kind: str  # weights | sampler_weights | external_weights
     name: str
     time: float = field(default_factory=time.time)
     size_bytes: int | None = None
@@ -86,7 +89,7 @@ class CheckpointRec:
     def to_api(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "checkpoint_id": self.checkpoint_id,
-            "checkpoint_type": "training" if self.kind == "weights" else "sampler",
+            "checkpoint_type": _CHECKPOINT_TYPES[self.kind],
             "time": now_iso(self.time),
             "tinker_path": self.tinker_path,
             "public": self.public,

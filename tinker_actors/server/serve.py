@@ -1,13 +1,14 @@
 """Running the app on a socket: hypercorn's trio worker (default) or uvicorn.
 
-``serve`` binds first (port 0 picks a free port), reports the bound port
-through ``task_status`` and then serves until cancelled, so a trio test does
-``port = await nursery.start(serve, cfg)``.
+``serve`` lets hypercorn bind ``host:port`` itself (port 0 picks a free port),
+reads the bound port back from hypercorn's own startup report and hands it to
+``task_status``, so a trio test does ``port = await nursery.start(serve, cfg)``.
+Hypercorn owns the listening socket from creation to close: there is no
+descriptor handed over between owners, so teardown closes it exactly once.
 """
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import trio
@@ -16,13 +17,9 @@ from .app import create_app
 from .config import ServerConfig
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
+def _port_of(binds: list[str]) -> int:
+    # hypercorn reports binds as "http://HOST:PORT" (IPv6 hosts in brackets)
+    return int(binds[0].rsplit(":", 1)[1])
 
 
 async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -31,19 +28,18 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
     from hypercorn.trio import serve as hyper_serve
 
     app = create_app(config)
-    sock = _bind(config.host, config.port)
-    port = sock.getsockname()[1]
     hc = HyperConfig()
-    # hypercorn adopts (and at shutdown closes) the descriptor
-    hc.bind = [f"fd://{sock.detach()}"]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    hc.bind = [f"{host}:{config.port}"]
+    hc.backlog = 1024
     hc.accesslog = None
     hc.errorlog = None
     hc.keep_alive_timeout = 75
     hc.graceful_timeout = 0.5
     hc.h11_max_incomplete_size = 64 * 1024
     async with trio.open_nursery() as nursery:
-        await nursery.start(hyper_serve, app, hc)
-        task_status.started(port)
+        binds = await nursery.start(hyper_serve, app, hc)
+        task_status.started(_port_of(binds))
 
 
 def serve_uvicorn(config: ServerConfig) -> None:
@@ -51,4 +47,6 @@ def serve_uvicorn(config: ServerConfig) -> None:
     import uvicorn
 
     app = create_app(config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", lifespan="on")
+    # keep-alive as long as hypercorn's: a pooled client connection idle for a
+    # few seconds must not race the server's close
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", lifespan="on", timeout_keep_alive=75)

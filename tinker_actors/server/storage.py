@@ -44,20 +44,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def parse_tinker_path(path: str) -> tuple[str, str, str]:
-    """``tinker://<run>/<weights|sampler_weights|external_weights>/<name>`` -> (run, kind, name)."""
-    if not isinstance(path, str) or "\x00" in path:
-        raise BadPath("invalid tinker path")
-    if not path.startswith("tinker://"):
-        raise BadPath(f"invalid tinker path {path!r}: it must start with tinker://")
-    parts = path[len("tinker://") :].split("/")
-    if len(parts) != 3 or parts[1] not in KINDS:
-        raise BadPath(
-            f"invalid tinker path {path!r}: expected tinker://<run>/<weights|sampler_weights>/<name>"
-        )
-    return check_run_id(parts[0]), parts[1], check_name(parts[2])
-
-
 def safe_join(root: Path, *parts: str) -> Path:
     """Join ``parts`` under ``root`` and refuse any result outside it."""
     for part in parts:
