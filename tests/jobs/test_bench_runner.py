@@ -9,34 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
+from support import local_server
 
 from tinker_actors.clients import open_service_client
 from tinker_actors.clients.futures import FutureState, StateChange
 from tinker_actors.jobs.bench import BenchScenario, run_bench, split_time, write_outputs
-from tinker_actors.server import FaultConfig, ServerConfig, serve
+from tinker_actors.server import FaultConfig
 
 KEY = "tml-bench-test"
 
 
-async def _serve(cfg: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    try:
-        await serve(cfg, task_status=task_status)
-    except BaseException as exc:  # the server's teardown may fail after we cancel it
-        leaves = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
-        if not all(isinstance(e, (trio.Cancelled, OSError, BaseExceptionGroup)) for e in leaves):
-            raise
-
-
 @contextlib.asynccontextmanager
 async def service(tmp: Path, **kw: Any) -> AsyncIterator[Any]:
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(_serve, ServerConfig(data_dir=tmp / "server", **kw))
-        try:
-            async with open_service_client(base_url=f"http://127.0.0.1:{port}", api_key=KEY, telemetry=False) as s:
-                yield s
-        finally:
-            nursery.cancel_scope.cancel()
+    async with local_server(tmp / "server", **kw) as url:
+        async with open_service_client(base_url=url, api_key=KEY, telemetry=False) as s:
+            yield s
 
 
 def test_split_time_counts_submit_and_pauses_as_queued() -> None:

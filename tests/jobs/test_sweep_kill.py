@@ -11,55 +11,30 @@ the server's idempotency record, not computed again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
+from support import child_env, local_server, server_stats
 
 from tinker_actors.clients import open_service_client
 from tinker_actors.jobs.export import read_jsonl
 from tinker_actors.jobs.sweep import run_sweep
 from tinker_actors.jobs.sweep_spec import load_spec
-from tinker_actors.server import ServerConfig, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "tml-sweep-kill"
 N_PROMPTS = 40
 
 
-async def _serve(cfg: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    try:
-        await serve(cfg, task_status=task_status)
-    except BaseException as exc:  # the server's teardown may fail after we cancel it
-        leaves = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
-        if not all(isinstance(e, (trio.Cancelled, OSError, BaseExceptionGroup)) for e in leaves):
-            raise
-
-
-@contextlib.asynccontextmanager
-async def local_server(data_dir: Path, **kw: Any) -> AsyncIterator[str]:
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(_serve, ServerConfig(data_dir=data_dir, **kw))
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            nursery.cancel_scope.cancel()
-
-
 async def stats(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient() as http:
-        r = await http.get(f"{url}/_local/stats", headers={"X-API-Key": KEY})
-        r.raise_for_status()
-        return r.json()  # type: ignore[no-any-return]
+    return await server_stats(url, KEY)
 
 
 def write_spec(d: Path, *, concurrency: int = 8) -> Path:
@@ -106,13 +81,6 @@ def open_rows(journal: Path) -> tuple[int, int]:
 
 def sweep_cmd(url: str, spec: Path) -> list[str]:
     return [sys.executable, "-m", "tinker_actors", "--base-url", url, "--api-key", KEY, "sweep", str(spec), "--no-progress"]
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("TINKER_BASE_URL", None)
-    return env
 
 
 async def run_until_killed(cmd: list[str], journal: Path, target: int | None, delay: float) -> int:

@@ -9,36 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import trio
+from support import local_server
 
 from tinker_actors.clients import open_service_client
 from tinker_actors.jobs.export import read_jsonl
 from tinker_actors.jobs.sweep import run_sweep, sweep_status
 from tinker_actors.jobs.sweep_spec import load_spec
-from tinker_actors.server import FaultConfig, ServerConfig, serve
+from tinker_actors.server import FaultConfig
 
 KEY = "tml-sweep-runner"
 
 
-async def _serve(cfg: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    try:
-        await serve(cfg, task_status=task_status)
-    except BaseException as exc:  # the server's teardown may fail after we cancel it
-        leaves = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
-        if not all(isinstance(e, (trio.Cancelled, OSError, BaseExceptionGroup)) for e in leaves):
-            raise
-
-
 @contextlib.asynccontextmanager
 async def service_on_local_server(tmp: Path, **kw: Any) -> AsyncIterator[tuple[Any, str]]:
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(_serve, ServerConfig(data_dir=tmp / "server", **kw))
-        url = f"http://127.0.0.1:{port}"
-        try:
-            async with open_service_client(base_url=url, api_key=KEY, telemetry=False) as service:
-                yield service, url
-        finally:
-            nursery.cancel_scope.cancel()
+    async with local_server(tmp / "server", **kw) as url:
+        async with open_service_client(base_url=url, api_key=KEY, telemetry=False) as service:
+            yield service, url
 
 
 def spec_file(d: Path, n: int, *, cmax: int = 16, cmin: int = 1) -> Path:

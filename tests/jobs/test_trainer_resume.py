@@ -7,53 +7,32 @@ evaluation hooks run beside training.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from support import child_env, local_server
 
 from tinker_actors.clients import load_tokenizer, open_service_client
 from tinker_actors.jobs.checkpoint_policy import CheckpointPolicy, load_loop_state
-from tinker_actors.jobs.trainer import EpochBatches, EvalHook, Trainer, TrainerConfig, read_metrics, sft_datum
-from tinker_actors.server import FaultConfig, ServerConfig, serve
+from tinker_actors.jobs.trainer import (
+    EpochBatches,
+    EvalHook,
+    Trainer,
+    TrainerConfig,
+    read_metrics,
+    sft_datum,
+)
+from tinker_actors.server import FaultConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "tml-trainer-test"
 BASE = "tinker-actors/byte-lm-tiny"
 TEXTS = [f"example {i}: the {'cat' if i % 2 else 'dog'} sat on mat {i}." for i in range(16)]
-
-
-async def _serve(cfg: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    try:
-        await serve(cfg, task_status=task_status)
-    except BaseException as exc:  # the server's teardown may fail after we cancel it
-        leaves = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
-        if not all(isinstance(e, (trio.Cancelled, OSError, BaseExceptionGroup)) for e in leaves):
-            raise
-
-
-@contextlib.asynccontextmanager
-async def local_server(data_dir: Path, **kw: Any) -> AsyncIterator[str]:
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(_serve, ServerConfig(data_dir=data_dir, **kw))
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("TINKER_BASE_URL", None)
-    return env
 
 
 def train_cmd(url: str, data: Path, run_dir: Path, steps: int = 12) -> list[str]:

@@ -1,4 +1,4 @@
-"""tests/reliability is not a package: make its harness importable."""
+"""tests/reliability is not a package: make its harness importable as `harness`."""
 
 import sys
 from pathlib import Path

@@ -28,12 +28,13 @@ from typing import Any
 
 import httpx
 import trio
+from support import server_stats
 
 from tinker_actors.clients import ServiceClient
 from tinker_actors.clients.service import ClientContext
 from tinker_actors.runtime import open_service
 from tinker_actors.runtime.config import ServiceConfig
-from tinker_actors.server import ServerConfig, create_app, serve
+from tinker_actors.server import ServerConfig, create_app
 from tinker_actors.transport import Transport
 
 # The local server encodes protobuf results (and may import this module) in a
@@ -85,30 +86,8 @@ async def in_process(server: ServerConfig, **config: Any) -> AsyncIterator[tuple
                 yield app, client
 
 
-async def _serve(cfg: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    try:
-        await serve(cfg, task_status=task_status)
-    except BaseException as exc:  # the server's teardown may fail after we cancel it
-        leaves = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
-        if not all(isinstance(e, (trio.Cancelled, OSError, BaseExceptionGroup)) or type(e).__name__ == "LifespanFailureError" for e in leaves):
-            raise
-
-
-@contextlib.asynccontextmanager
-async def on_loopback(cfg: ServerConfig) -> AsyncIterator[str]:
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(_serve, cfg)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            nursery.cancel_scope.cancel()
-
-
 async def stats(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient() as http:
-        r = await http.get(f"{url}/_local/stats", headers={"X-API-Key": KEY})
-        r.raise_for_status()
-        return r.json()  # type: ignore[no-any-return]
+    return await server_stats(url, KEY)
 
 
 async def set_faults(url: str, faults: dict[str, Any]) -> None:

@@ -55,7 +55,7 @@ async def test_api_key_appears_nowhere(tmp_path: Path, autojump_clock: trio.abc.
 
 
 async def test_journal_rows_hold_no_key(tmp_path: Path) -> None:
-    from harness import on_loopback, stats  # noqa: F401
+    from support import on_loopback
     from tinker_actors.clients import open_service_client
     from tinker_actors.jobs.sweep import run_sweep
     from tinker_actors.jobs.sweep_spec import load_spec
