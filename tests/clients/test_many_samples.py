@@ -26,6 +26,10 @@ async def test_ten_thousand_samples_resolve_with_bounded_long_polls(tmp_path, h,
             assert all(len(r.sequences) == 1 and r.sequences[0].sequence_id for r in results)
             assert all(f.state is FutureState.DONE for f in futures)
             assert len({f.request_id for f in futures}) == N
+            # the client never had more polls open than its futures pool has connections
+            peak_polls = service._ctx.service._transport.statistics()["futures"].peak_in_flight
         stats = await h.server_stats(url)
     assert stats["requests"].get("asample", 0) >= N
-    assert 0 < stats["peak_long_polls"] <= FUTURES_POOL
+    assert 0 < peak_polls <= FUTURES_POOL
+    # (a server that computes quickly answers most polls at once: few or none park)
+    assert stats["peak_long_polls"] <= FUTURES_POOL

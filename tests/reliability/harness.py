@@ -27,13 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import trio
 from support import server_stats
 
-from tinker_actors.clients import ServiceClient
-from tinker_actors.clients.service import ClientContext
-from tinker_actors.runtime import open_service
-from tinker_actors.runtime.config import ServiceConfig
+from tinker_actors.clients import ServiceClient, open_service_client
 from tinker_actors.server import ServerConfig, create_app
 from tinker_actors.transport import Transport
 
@@ -59,20 +55,10 @@ def record(scenario: str, **figures: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def open_client(transport: Any, base_url: str, **config: Any) -> AsyncIterator[ServiceClient]:
-    """A ServiceClient over an already-open transport (what open_service_client does with its own)."""
-    from tinker_actors.clients.sampling import register_context
-
+    """A ServiceClient over an already-open transport."""
     config.setdefault("telemetry", False)
-    cfg = ServiceConfig(api_key=KEY, base_url=base_url, **config)
-    async with open_service(cfg, transport=transport) as service:
-        async with trio.open_nursery() as nursery:
-            ctx = ClientContext(service, nursery, base_url=cfg.base_url)
-            register_context(ctx)
-            try:
-                yield ServiceClient(ctx)
-            finally:
-                ctx.closed = True
-                nursery.cancel_scope.cancel()
+    async with open_service_client(base_url=base_url, api_key=KEY, transport=transport, **config) as client:
+        yield client
 
 
 @contextlib.asynccontextmanager

@@ -446,6 +446,7 @@ async def open_service_client(
     user_metadata: Mapping[str, str] | None = None,
     project_id: str | None = None,
     display_name: str | None = None,
+    transport: Any = None,
     **config: Any,
 ) -> AsyncIterator[ServiceClient]:
     """Open the runtime (session, heartbeat, poller, pools) and yield a :class:`ServiceClient`.
@@ -453,6 +454,8 @@ async def open_service_client(
     Arguments not given come from the environment as in the SDK
     (``TINKER_API_KEY``, ``TINKER_BASE_URL``, ...); ``config`` passes any
     other ``runtime.ServiceConfig`` field (pool limits, telemetry, ...).
+    ``transport`` runs the runtime over an already-open transport instead of
+    its own (tests drive an in-process server this way).
     Pending futures end with ServiceClosedError when the block exits.
     """
     from ..runtime import open_service
@@ -467,7 +470,7 @@ async def open_service_client(
         display_name=display_name,
         **config,
     )
-    async with open_service(cfg) as service:
+    async with open_service(cfg, transport=transport) as service:
         async with trio.open_nursery() as nursery:
             ctx = ClientContext(service, nursery, base_url=cfg.base_url)
             register_context(ctx)

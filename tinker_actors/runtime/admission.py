@@ -98,6 +98,7 @@ class SamplingAdmission:
         self._admitted = 0
         self._backlog: deque[AdmissionTicket] = deque()
         self._pumping = False
+        self._pump_parked = False
 
     @property
     def tightened(self) -> bool:
@@ -163,7 +164,11 @@ class SamplingAdmission:
                 if budget.try_acquire(slots=1, nbytes=cost):
                     charged = cost
                 else:
-                    charged = await budget.acquire(slots=1, nbytes=cost, wake_at=self._wake_at)
+                    self._pump_parked = True  # the head ticket, counted once in statistics()
+                    try:
+                        charged = await budget.acquire(slots=1, nbytes=cost, wake_at=self._wake_at)
+                    finally:
+                        self._pump_parked = False
                 # only this task pops, so the head is still ``ticket``
                 backlog.popleft()
                 if ticket.abandoned:
@@ -217,7 +222,7 @@ class SamplingAdmission:
         return AdmissionStatistics(
             in_flight=self._budget.used_slots,
             bytes_in_flight=self._budget.used_bytes,
-            waiting=self._budget.waiting + len(self._backlog),
+            waiting=self._budget.waiting + len(self._backlog) - self._pump_parked,
             max_concurrent=self.max_concurrent,
             byte_budget=self.byte_budget,
             tightened=self.tightened,

@@ -280,7 +280,9 @@ async def _send_raw(
         extensions={"timeout": timeouts} if timeouts is not None else {},
     )
     with _map_httpcore_exceptions():
-        if guard is None:
+        # httpcore enforces connect/read/write timeouts itself: a guard scope on
+        # top (one more cancel scope per request) is only needed without them.
+        if guard is None or timeouts is not None:
             response = await pool.handle_async_request(request)
         else:
             with trio.fail_after(guard):
