@@ -23,12 +23,9 @@ async def service_client() -> AsyncIterator[Any]:
         return
     from tinker_actors.server import ServerConfig, serve
 
-    async def run_server(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with contextlib.suppress(OSError):  # the server's socket teardown on cancel
-            await serve(ServerConfig(data_dir=tempfile.mkdtemp(prefix="tinker-example-")), task_status=task_status)
-
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(run_server)
-        async with open_service_client(base_url=f"http://127.0.0.1:{port}", api_key=key, telemetry=False) as service:
-            yield service
-        nursery.cancel_scope.cancel()
+    with tempfile.TemporaryDirectory(prefix="tinker-example-") as data_dir:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve, ServerConfig(data_dir=data_dir))
+            async with open_service_client(base_url=f"http://127.0.0.1:{port}", api_key=key, telemetry=False) as service:
+                yield service
+            nursery.cancel_scope.cancel()
