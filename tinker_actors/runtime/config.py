@@ -56,6 +56,29 @@ class ServerFlags(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     sample_cancel_enabled: bool = False
     sample_cancel_max_batch_size: int = 64
 
+    @classmethod
+    def read(cls, answer: Mapping[str, Any]) -> tuple[ServerFlags, list[str]]:
+        """Flags from the servers' answers, and the names of fields that were unreadable.
+
+        Unknown names are ignored; a field of the wrong type keeps its default
+        instead of sending every other flag back to its default too.
+        """
+        known = {k: v for k, v in answer.items() if k in cls.__struct_fields__}
+        try:
+            return msgspec.convert(known, cls, strict=False), []
+        except msgspec.ValidationError:
+            pass
+        good: dict[str, Any] = {}
+        bad: list[str] = []
+        for name, value in known.items():
+            try:
+                msgspec.convert({name: value}, cls, strict=False)
+            except msgspec.ValidationError:
+                bad.append(name)
+            else:
+                good[name] = value
+        return msgspec.convert(good, cls, strict=False), bad
+
 
 class PollSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How the future poller behaves (see ``runtime.poller``)."""

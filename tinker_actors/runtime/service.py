@@ -11,6 +11,8 @@
         │   PoolActor × 5 (session, sampling, futures, training, telemetry)│
         │   FuturePoller        (polls through the futures pool actor)     │
         │   HeartbeatActor      (session pool, its own schedule)           │
+        │   DynamicConfigRefresher (session pool; every max(refresh, 10) s │
+        │                        updates server_flags; not started on 404) │
         │   TelemetryBatcher    (telemetry pool)                           │
         │ plain objects: SamplingAdmission, TrainingSequencer per model    │
         └──────────────────────────────────────────────────────────────────┘
@@ -42,6 +44,7 @@ import trio
 from ..errors import ActorCrashedError, NotFoundError, ServiceClosedError, SessionExpiredError
 from .admission import SamplingAdmission
 from .config import ServerFlags, ServiceConfig
+from .dynamic_config import DYNAMIC_FIELDS, DynamicConfigRefresher
 from .heartbeat import HeartbeatActor, SessionHealth
 from .poller import FuturePoller, PollerStatistics
 from .pool_actor import ActorRequester, PoolActor
@@ -96,6 +99,8 @@ class Service:
         self.sampling_admission = SamplingAdmission()
         self.telemetry: TelemetryBatcher
         self.heartbeat: HeartbeatActor
+        self.dynamic_config: DynamicConfigRefresher | None = None  # None: the server has no dynamic config
+        self._has_dynamic_config = True
         self.closing = False
         self.crashed: BaseException | None = None
 
@@ -139,16 +144,17 @@ class Service:
         except NotFoundError:
             log.warning("client_config_unavailable", fallback="defaults")
         try:
-            flags.update(
-                await _json_call(self._transport, Resource.SESSION, "/api/v1/client/dynamic_config", version, timeout=10, max_retries=0) or {}
-            )
-        except Exception as exc:  # older servers lack it; the SDK falls back to defaults too
+            dynamic = await _json_call(self._transport, Resource.SESSION, "/api/v1/client/dynamic_config", version, timeout=10, max_retries=0) or {}
+            # as on every refresh: only the dynamic fields, so it cannot override client/config
+            flags.update({k: v for k, v in dynamic.items() if k in DYNAMIC_FIELDS})
+        except NotFoundError:  # older servers lack it; the SDK falls back to defaults too
+            self._has_dynamic_config = False
+            log.info("dynamic_config_unavailable", fallback="defaults")
+        except Exception as exc:  # a transient failure: defaults now, the refresher tries again
             log.info("dynamic_config_unavailable", error=repr(exc))
-        known = {k: v for k, v in flags.items() if k in ServerFlags.__struct_fields__}
-        try:
-            self.server_flags = msgspec.convert(known, ServerFlags, strict=False)
-        except msgspec.ValidationError as exc:
-            log.warning("server_flags_unreadable", error=str(exc))
+        self.server_flags, unreadable = ServerFlags.read(flags)
+        if unreadable:
+            log.warning("server_flags_unreadable", fields=unreadable, fallback="defaults for these")
         body: dict[str, Any] = {"tags": list(cfg.tags), "user_metadata": dict(cfg.user_metadata), "sdk_version": cfg.sdk_version, "type": "create_session"}
         if cfg.project_id:
             body["project_id"] = cfg.project_id
@@ -188,6 +194,13 @@ class Service:
             flush_interval=cfg.telemetry_flush_interval,
             secrets=(cfg.api_key,),
         )
+        if self._has_dynamic_config:
+            self.dynamic_config = DynamicConfigRefresher(
+                self._transport,
+                sdk_version=cfg.sdk_version,
+                get_flags=lambda: self.server_flags,
+                set_flags=lambda flags: setattr(self, "server_flags", flags),
+            )
 
     async def _supervise(self, nursery: trio.Nursery, name: str, actor_fn: Any, on_crash: Any = None) -> None:
         async def guarded(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -306,6 +319,8 @@ async def _run(config: ServiceConfig, transport: Requester) -> AsyncIterator[Ser
             await service._supervise(nursery, "poller", service.poller.run)
             await service._supervise(nursery, "heartbeat", service.heartbeat.run)
             await service._supervise(nursery, "telemetry", service.telemetry.run)
+            if service.dynamic_config is not None:
+                await service._supervise(nursery, "dynamic_config", service.dynamic_config.run)
             service.telemetry.session_start()
             log.info("service_open", session_id=service.session_id, base_url=config.base_url)
             yield service

@@ -302,6 +302,7 @@ def build_routes(srv: LocalServer) -> list[Route]:
             "sample_use_retrieve_futures": bool(cfg.sample_use_retrieve_futures and cfg.retrieve_futures),
             "sample_join_sampling_session": False,
             "parallel_fwdbwd_chunks": True,
+            **cfg.client_config_overrides,
         }
 
     async def dynamic_config(request: Request) -> Any:
@@ -312,6 +313,7 @@ def build_routes(srv: LocalServer) -> list[Route]:
             "refresh_interval_sec": 300,
             "sample_cancel_enabled": bool(cfg.sample_cancel_enabled and cfg.cancel_future),
             "sample_cancel_max_batch_size": 64,
+            **cfg.dynamic_config_overrides,
         }
 
     async def forward_backward(request: Request) -> Any:

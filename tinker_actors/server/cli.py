@@ -7,10 +7,22 @@ and blocks until interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import FaultConfig, ServerConfig
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("dynamic-config", "retrieve-futures", "cancel-future", "sessions-routes", "sample-sequence-ids"):
         s.add_argument(f"--no-{name}", action="store_true", help=f"turn off {name}")
     s.add_argument("--sample-use-retrieve-futures", action="store_true", help="tell the SDK to poll with retrieve_futures")
+    s.add_argument("--sample-cancel-enabled", action="store_true", help="tell the SDK to send cancel_future (dynamic config)")
+    s.add_argument(
+        "--client-config", type=_json_object, default={},
+        help='extra client/config flags as a JSON object, e.g. \'{"fwdbwd_max_chunk_len": 4}\'',
+    )
+    s.add_argument("--dynamic-config", type=_json_object, default={}, help="extra client/dynamic_config flags as a JSON object")
     return p
 
 
@@ -78,6 +96,9 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         sessions_routes=not ns.no_sessions_routes,
         sample_sequence_ids=not ns.no_sample_sequence_ids,
         sample_use_retrieve_futures=ns.sample_use_retrieve_futures,
+        sample_cancel_enabled=ns.sample_cancel_enabled,
+        client_config_overrides=ns.client_config,
+        dynamic_config_overrides=ns.dynamic_config,
     )
 
 

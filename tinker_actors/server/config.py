@@ -107,6 +107,11 @@ class ServerConfig:
     sample_sequence_ids: bool = True
     sample_use_retrieve_futures: bool = False
     sample_cancel_enabled: bool = False
+    # Extra answer fields, e.g. {"fwdbwd_max_chunk_len": 4} or
+    # {"refresh_interval_sec": 10}; they win over the answers built above.
+    # Read on every request, so a test may change them while the server runs.
+    client_config_overrides: dict[str, Any] = field(default_factory=dict)
+    dynamic_config_overrides: dict[str, Any] = field(default_factory=dict)
     base_model: str | None = None
 
     def __post_init__(self) -> None:
