@@ -173,8 +173,10 @@ class Pool:
     async def send(self, request: httpx.Request, *, guard: float | None = None) -> tuple[Reply, float]:
         """Send an ``httpx.Request``; see :meth:`send_parts`."""
         body = request.content
+        # send_parts writes Host and Content-Length itself; httpx.Request already has them
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in (b"host", b"content-length")]
         return await self.send_parts(
-            request.method, request.url, request.headers.raw, body, request.extensions.get("timeout"), guard=guard
+            request.method, request.url, headers, body, request.extensions.get("timeout"), guard=guard
         )
 
     async def send_parts(
