@@ -16,6 +16,7 @@ from tinker_actors.clients._base import ClientContext
 from tinker_actors.clients.rest import RestClient, parse_tinker_path, whoami_from_credential
 from tinker_actors.clients.training import _post_parallel
 from tinker_actors.errors import ConfigError, NotFoundError, RequestFailedError
+from tinker_actors.runtime.config import ServerFlags
 from tinker_actors.wire import types as wt
 
 TEXT = "pack my box with five dozen liquor jugs. "
@@ -156,8 +157,10 @@ async def _rest_over_mock(nursery, handler, api_key="tml-x") -> RestClient:
 
     transport = Transport("http://tinker.test", api_key, http_transport=httpx.MockTransport(handler))
     await nursery.start(_hold, transport)
-    service = types.SimpleNamespace(request=transport.request, session_id="sess-1",
-                                    config=types.SimpleNamespace(api_key=api_key, project_id=None))
+    service = types.SimpleNamespace(request=transport.request, session_id="sess-1", poller=None,
+                                    sampling_admission=None, server_flags=ServerFlags(),
+                                    config=types.SimpleNamespace(api_key=api_key, project_id=None,
+                                                                 base_url="http://tinker.test"))
     return RestClient(ClientContext(service, nursery))
 
 

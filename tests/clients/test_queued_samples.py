@@ -3,6 +3,8 @@
 Admission is held full by taking its only slot (``admit_now``), so every
 ``sample()`` call waits in the admission backlog, as it does when thousands
 are requested at once against a server that is not acknowledging them yet.
+Past the ack, a sample waiting for a poll slot is a record too: the peak
+memory with thousands acknowledged but unresolved stays under 2 KB each.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+import httpx
 import pytest
 import trio
 
@@ -88,3 +91,73 @@ async def test_queued_samples_are_sent_in_order_and_fail_on_close(tmp_path, h, b
         assert all(f.done() and f.state is FutureState.FAILED for f in left)
         with pytest.raises(ServiceClosedError):
             await left[0]
+
+
+class _AckingServer:
+    """Acknowledges every asample at once and keeps every future pending (30 s long polls
+    answered ``try_again``), with no per-request state: the client's memory is all we measure."""
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.polls = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.rsplit("/", 1)[-1]
+        if path == "dynamic_config":
+            return httpx.Response(404, json={"detail": "not here"})
+        if path == "create_session":
+            return httpx.Response(200, json={"session_id": "sess-1"})
+        if path == "asample":
+            self.acked += 1
+            rid = f"req-{self.acked}"
+            return httpx.Response(200, json={"request_id": rid, "sample_sequence_ids": [f"{rid}:0"]})
+        if path == "retrieve_future":
+            self.polls += 1
+            await trio.sleep(30)
+            return httpx.Response(200, json={"type": "try_again", "request_id": "x", "queue_state": "active"})
+        return httpx.Response(200, json={})
+
+
+async def test_acknowledged_unresolved_samples_peak_under_two_kilobytes(autojump_clock) -> None:
+    from tinker_actors.clients import open_service_client
+    from tinker_actors.clients.sampling import SamplingClient
+    from tinker_actors.transport import Transport
+
+    server = _AckingServer()
+    url, key = "http://tinker.test", "tml-peak-test"
+    transport = Transport(url, key, http_transport=httpx.MockTransport(server))
+    # Admission lets 2 % of N be on their way at once, as the defaults do for the
+    # 100,000-sample benchmark (2,000 slots): that window is bounded; the rest is per request.
+    async with transport, open_service_client(
+        base_url=url, api_key=key, transport=transport, telemetry=False, sampling_max_concurrent=N // 50
+    ) as service:
+        sampler = SamplingClient(service._ctx, "ss-1", base_model="m")
+        prompt, params = _args()
+        poller = service._ctx.poller
+        warm = sampler.sample(prompt, 1, params)  # warm caches and connections outside the measurement
+        await trio.sleep(1)
+        warm.cancel()
+        await trio.sleep(1)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            futures = [sampler.sample(prompt, 1, params) for _ in range(N)]
+            with trio.fail_after(600):
+                while server.acked < N + 1 or poller.live < N:
+                    await trio.sleep(0.5)
+            await trio.sleep(95)  # three rounds of long polls, every poll slot busy
+            peak = (tracemalloc.get_traced_memory()[1] - before) / N
+        finally:
+            tracemalloc.stop()
+        print(f"{peak:.0f} bytes per acknowledged, unresolved sample at the peak")
+        stats = poller.statistics()
+        # every record waits; exactly as many long polls are open as the poll slots allow
+        assert stats.live == N and stats.open_polls == stats.max_open_polls
+        assert server.polls >= 3 * stats.max_open_polls
+        assert all(f.request_id and not f.done() for f in futures)
+        assert peak < MAX_BYTES_PER_QUEUED, f"{peak:.0f} bytes per acknowledged sample at the peak"
+        for f in futures:
+            f.cancel()
+        assert poller.live == 0

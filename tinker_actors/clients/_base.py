@@ -27,7 +27,8 @@ from ..api import API
 from ..errors import ServiceClosedError
 from ..runtime.admission import SamplingAdmission
 from ..runtime.config import ServerFlags
-from ..runtime.poller import FutureSpec
+from ..runtime.poller import FutureHandle, FuturePoller, FutureSpec
+from ..runtime.service import Service
 from ..runtime.sequencer import TrainingSequencer
 from ..transport.options import IdempotencyKey
 from .futures import APIFuture, start_future
@@ -48,6 +49,7 @@ class CallOptions(TypedDict, total=False):
 
 
 OPTION_NAMES = frozenset(CallOptions.__annotations__)
+_NO_OPTIONS: dict[str, Any] = {}  # never mutated: callers only splat options into calls
 
 
 def take_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,6 +57,8 @@ def take_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(options) - OPTION_NAMES
     if unknown:
         raise TypeError(f"{method}() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    if not options:
+        return _NO_OPTIONS  # shared: thousands of queued samples each kept an empty dict
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -80,23 +84,14 @@ class RawView:
 class ClientContext:
     """The runtime as the clients see it (see module docstring)."""
 
-    def __init__(self, service: Any, nursery: trio.Nursery, *, base_url: str | None = None) -> None:
+    def __init__(self, service: Service, nursery: trio.Nursery, *, base_url: str | None = None) -> None:
         self.service = service
         self.nursery = nursery
-        self.base_url = base_url or getattr(getattr(service, "config", None), "base_url", None)
-        # The service's own request() refuses work once it closes or its
-        # session expired; the bare actor requester is the fallback.
-        requester = service if callable(getattr(service, "request", None)) else service.requester
-        self.api = API(requester)
-        self.poller = getattr(service, "poller", None)
-        admission = getattr(service, "sampling_admission", None) or getattr(service, "admission", None)
-        if admission is None:
-            flags = self.flags
-            admission = SamplingAdmission(
-                max_concurrent=flags.sample_max_concurrent_requests,
-                byte_budget=flags.sample_dispatch_bytes_semaphore_size,
-            )
-        self.admission: SamplingAdmission = admission
+        self.base_url = base_url or service.config.base_url
+        # The service's own request() refuses work once it closes or its session expired.
+        self.api = API(service)
+        self.poller: FuturePoller = service.poller
+        self.admission: SamplingAdmission = service.sampling_admission
         self._model_seq = itertools.count()
         self._sampling_seq = itertools.count()
         self._loss_seq = itertools.count()
@@ -111,33 +106,22 @@ class ClientContext:
 
     @property
     def flags(self) -> ServerFlags:
-        flags = getattr(self.service, "server_flags", None) or getattr(self.service, "flags", None)
-        if callable(flags):
-            flags = flags()
-        return flags if flags is not None else ServerFlags()
+        return self.service.server_flags
 
     def next_model_seq_id(self) -> int:
-        counter = getattr(self.service, "next_model_seq_id", None)
-        return int(counter()) if callable(counter) else next(self._model_seq)
+        return next(self._model_seq)
 
     def next_sampling_session_seq_id(self) -> int:
-        counter = getattr(self.service, "next_sampling_session_seq_id", None)
-        return int(counter()) if callable(counter) else next(self._sampling_seq)
+        return next(self._sampling_seq)
 
     def next_custom_loss_seq_id(self) -> int:
         return next(self._loss_seq)
 
     def sequencer(self, model_id: str, *, first_seq_id: int = 1) -> TrainingSequencer:
-        """The model's sequencer (the runtime's when it keeps them, else one of ours)."""
+        """The model's sequencer, made by the runtime on first use."""
         seq = self._sequencers.get(model_id)
         if seq is None:
-            make = getattr(self.service, "new_sequencer", None)
-            seq = (
-                make(model_id, first_seq_id=first_seq_id)
-                if callable(make)
-                else TrainingSequencer(model_id, first_seq_id=first_seq_id)
-            )
-            self._sequencers[model_id] = seq
+            seq = self._sequencers[model_id] = self.service.new_sequencer(model_id, first_seq_id=first_seq_id)
         return seq
 
     # -- futures ---------------------------------------------------------------------------
@@ -165,6 +149,39 @@ class ClientContext:
         elif self.admission.enqueue(ticket):
             self.nursery.start_soon(self.admission.pump, name="sampling-admission-pump")
 
+    def track(
+        self,
+        fut: APIFuture[Any],
+        request_id: str,
+        result_type: Any,
+        request_type: str,
+        on_done: Callable[[FutureHandle], None],
+        *,
+        sampling_session_id: str | None = None,
+        expected_bytes: int | None = None,
+    ) -> FutureHandle:
+        """Hand a server future to the runtime's poller, mirroring its state on ``fut``.
+
+        Nothing waits in a task: the poller's workers poll it and call
+        ``on_done(handle)`` when it ends; ``fut.cancel()`` cancels it (and,
+        where supported, on the server: the future tracks the handle). ``expected_bytes``: an upper estimate
+        of the result's size; a small one lets the poller skip the
+        complete_metadata round trip (see runtime.poller)."""
+        fut.set_request_id(request_id)
+        handle = self.poller.register(
+            FutureSpec(
+                request_id=request_id,
+                result_type=result_type,
+                request_type=request_type,
+                sampling_session_id=sampling_session_id,
+                expected_bytes=expected_bytes,
+            ),
+            on_done=on_done,
+        )
+        if not handle.done:
+            fut.track(handle)
+        return handle
+
     async def resolve(
         self,
         fut: APIFuture[Any],
@@ -175,16 +192,11 @@ class ClientContext:
         sampling_session_id: str | None = None,
         expected_bytes: int | None = None,
     ) -> Any:
-        """Wait for a server future through the runtime's poller, mirroring its state on ``fut``.
-
-        ``expected_bytes``: an upper estimate of the result's size; a small one
-        lets the poller skip the complete_metadata round trip (see runtime.poller)."""
+        """Wait in this task for a server future polled by the runtime's poller, mirroring
+        its state on ``fut``; cancelled meanwhile, the server future is cancelled too."""
         fut.set_request_id(request_id)
-        if self.poller is None:
-            raise ServiceClosedError("the runtime has no future poller")
         handle = self.poller.register(
-            drive=False,
-            spec=FutureSpec(
+            FutureSpec(
                 request_id=request_id,
                 result_type=result_type,
                 request_type=request_type,
@@ -193,12 +205,4 @@ class ClientContext:
             )
         )
         fut.track(handle)
-        try:
-            # Poll in this task (the poller's rules and limits): a second task
-            # per future cost more client CPU than anything it bought.
-            return await self.poller.wait(handle)
-        finally:
-            if not handle.done:
-                # our future was cancelled while waiting: stop polling (and
-                # let the poller tell the server, where it supports cancel).
-                handle.cancel()
+        return await handle.result(cancel_on_abandon=True)

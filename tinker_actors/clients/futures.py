@@ -15,7 +15,10 @@ sample, a checkpoint save...). It lives on the service's trio loop:
   asks the server to drop the request too.
 
 The work behind a future runs as a task in the service's nursery, so a future
-never outlives the service that made it. While the server still holds the
+never outlives the service that made it. A task may also *detach* (return
+``DETACHED``): the future then waits without a task, and whoever finishes the
+work (a poll worker's callback) resolves it with :func:`settle`; sampling does
+this from the server's ack on, so pending samples cost records, not tasks. While the server still holds the
 request, the runtime's poller reports queue states; the future mirrors them
 through a *tracker* (any object with a ``state`` and optionally a
 ``queue_state`` attribute), so there is one source of truth for queue state.
@@ -35,7 +38,10 @@ import trio
 
 from ..errors import FutureTimeoutError, ServiceClosedError
 
-__all__ = ["FutureState", "StateChange", "APIFuture", "start_future", "start_later", "fail_unstarted", "CancelledError"]
+__all__ = [
+    "FutureState", "StateChange", "APIFuture", "start_future", "start_later", "fail_unstarted",
+    "detach", "DETACHED", "settle", "CancelledError",
+]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -257,14 +263,24 @@ class APIFuture(Generic[T]):
         if self._scope is not None:
             self._scope.cancel()
         else:
-            # Not started (a sample still waiting for admission): no task to stop.
+            # No task to stop: a sample still waiting for admission, or one
+            # detached from its task (see detach) whose tracker is the work.
+            tracker = self._tracker
             self._resolve(outcome.Error(CancelledError(f"{self.name} was cancelled")))
+            if tracker is not None:
+                self._cancel_tracker(tracker)
         if self._on_cancel is not None:
             try:
                 self._on_cancel(self)
             except Exception:  # a failed best-effort cancel must not break the caller
                 log.warning("future_cancel_hook_failed", future=self.name, request_id=self.request_id)
         return True
+
+    def _cancel_tracker(self, tracker: Any) -> None:
+        try:
+            tracker.cancel()
+        except Exception:  # a failed best-effort cancel must not break the caller
+            log.warning("future_cancel_hook_failed", future=self.name, request_id=self.request_id)
 
     def __repr__(self) -> str:
         rid = f" request_id={self.request_id}" if self.request_id else ""
@@ -359,11 +375,48 @@ def fail_unstarted(fut: APIFuture[Any], error: BaseException) -> None:
     fut._resolve(outcome.Error(error))
 
 
+class _Detached:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DETACHED"
+
+
+# What a future's task returns to end itself WITHOUT resolving the future:
+# someone else (a poll worker's callback) resolves it later with settle().
+DETACHED: Any = _Detached()
+
+
+def detach(fut: APIFuture[Any]) -> Any:
+    """Let ``fut``'s task end while the operation goes on elsewhere; return the result to ``return``.
+
+    Once the task returned it, ``fut`` has no task: :func:`settle` resolves
+    it, and ``fut.cancel()`` resolves it at once and calls ``cancel()`` on
+    what it tracks (see :meth:`APIFuture.track`; e.g. the poller's record).
+    :func:`start_later` may give it a task again.
+    """
+    return DETACHED
+
+
+def settle(fut: APIFuture[T], result: outcome.Outcome[T]) -> None:
+    """Resolve a detached future (a no-op if it already ended, e.g. cancelled)."""
+    fut._resolve(result)
+
+
 async def _drive(fut: APIFuture[T], fn: Callable[[APIFuture[T]], Awaitable[T]]) -> None:
     assert fut._scope is not None
     try:
         with fut._scope:
             value = await fn(fut)
+            if value is DETACHED:
+                fut._scope = None
+                if fut._cancel_requested and fut._outcome is None:
+                    # cancelled in the instant it detached: no checkpoint let the scope act
+                    tracker = fut._tracker
+                    fut._resolve(outcome.Error(CancelledError(f"{fut.name} was cancelled")))
+                    if tracker is not None:
+                        fut._cancel_tracker(tracker)
+                return
             fut._resolve(outcome.Value(value))
             return
     except trio.Cancelled:

@@ -2,7 +2,9 @@
 
 ``sample`` submits through the runtime's sampling admission (a FIFO budget of
 concurrent requests and estimated bytes; a 429 resubmits the same body, same
-seq_id), then waits on the poller. Protocol rules it follows:
+seq_id), then hands the server future to the poller: from the ack on, a
+pending sample is records (its call, its future, the poller's handle), not a
+task. Protocol rules it follows:
 
 * every sampled sequence gets its ``sequence_id`` from the submit's
   ``sample_sequence_ids``. A server that does not send them gets synthesized
@@ -28,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+import outcome
 import structlog
 
 from ..errors import GoneError, ServiceClosedError
@@ -35,7 +38,7 @@ from ..runtime.admission import estimate_bytes
 from ..wire import types as wt
 from ..wire.validate import validate_sample
 from ._base import ClientContext, RawView, take_options
-from .futures import APIFuture, fail_unstarted, start_later
+from .futures import APIFuture, FutureState, detach, fail_unstarted, settle, start_later
 from .tokenizer import load_tokenizer
 
 __all__ = ["SamplingClient", "register_context"]
@@ -253,15 +256,22 @@ def _unpickle(state: Mapping[str, Any]) -> SamplingClient:
 
 
 class _SampleCall:
-    """One sample from ``sample()`` to its result.
+    """One sample from ``sample()`` to its result, as a record wherever it waits.
 
     Until sampling admission grants it a slot it is only this record (the
     request Struct, shared prompt and params, its future), waiting in the
     admission backlog: no task, no encoded body (see runtime.admission). Once
-    admitted, :meth:`run` is its one task: submit, then poll in the same task.
+    admitted, :meth:`run` is its task only until the server acknowledges the
+    request: it then hands the server future to the poller as a record and
+    ends. The poller's worker that gets the result calls :meth:`_done`, which
+    resolves the future, or after a 410 sends the sample through admission
+    again under a new seq_id.
     """
 
-    __slots__ = ("client", "ctx", "request", "opts", "raw_response", "estimated_bytes", "expected_bytes", "fut", "charged")
+    __slots__ = (
+        "client", "ctx", "request", "opts", "raw_response", "estimated_bytes", "expected_bytes", "fut",
+        "charged", "sequence_ids", "resubmits",
+    )
 
     def __init__(
         self, client: SamplingClient, ctx: ClientContext, request: wt.SampleRequest, opts: dict[str, Any],
@@ -276,6 +286,8 @@ class _SampleCall:
         self.expected_bytes = expected_bytes
         self.fut: APIFuture[Any] = APIFuture(name="sample")
         self.charged: int | None = None
+        self.sequence_ids: list[str] | None = None  # from the server's ack
+        self.resubmits = 0
 
     # -- the admission ticket -----------------------------------------------------------------
     @property
@@ -290,38 +302,55 @@ class _SampleCall:
     def close(self, error: BaseException) -> None:
         fail_unstarted(self.fut, error)
 
-    # -- the task -------------------------------------------------------------------------------
+    # -- the task, until the ack ------------------------------------------------------------------
     async def run(self, fut: APIFuture[Any]) -> Any:
         ctx, request, opts = self.ctx, self.request, self.opts
-        admission = ctx.admission
         charged, self.charged = self.charged, None
         sampling = ctx.api.sampling
-        session_id = request.sampling_session_id
-        for attempt in range(MAX_RESUBMITS + 1):
-            if self.raw_response:
-                return await admission.submit(
-                    lambda: sampling.with_raw_response.asample(request, **opts),
-                    estimated_bytes=self.estimated_bytes, charged=charged,
-                )
-            ack = await admission.submit(
-                lambda: sampling.asample(request, **opts), estimated_bytes=self.estimated_bytes, charged=charged
+        if self.raw_response:
+            return await ctx.admission.submit(
+                lambda: sampling.with_raw_response.asample(request, **opts),
+                estimated_bytes=self.estimated_bytes, charged=charged,
             )
-            charged = None
+        ack = await ctx.admission.submit(
+            lambda: sampling.asample(request, **opts), estimated_bytes=self.estimated_bytes, charged=charged
+        )
+        self.sequence_ids = ack.sample_sequence_ids
+        # the record is its own done callback (no bound method to keep per sample)
+        ctx.track(
+            fut, ack.request_id, wt.SampleResponse, "Sample", self,
+            sampling_session_id=request.sampling_session_id, expected_bytes=self.expected_bytes,
+        )
+        return detach(fut)
+
+    # -- the poller's callback ----------------------------------------------------------------------
+    def __call__(self, handle: Any) -> None:
+        fut = self.fut
+        if fut.done():
+            return
+        error = handle.exception()
+        if error is None:
             try:
-                response = await ctx.resolve(
-                    fut, ack.request_id, wt.SampleResponse, "Sample",
-                    sampling_session_id=session_id,
-                    expected_bytes=self.expected_bytes,
-                )
-            except GoneError:
-                if attempt == MAX_RESUBMITS:
-                    raise
-                # The server forgot this request; the protocol says resubmit under a new seq_id.
-                request = msgspec.structs.replace(request, seq_id=self.client._reserve_seq_id())
-                log.info("sample_resubmit_after_410", request_id=ack.request_id, attempt=attempt + 1)
-                continue
-            return _with_sequence_ids(response, ack, request.num_samples)
-        raise AssertionError("unreachable")
+                value = _with_sequence_ids(handle._value, handle.request_id, self.sequence_ids)
+            except Exception as exc:
+                settle(fut, outcome.Error(exc))
+            else:
+                settle(fut, outcome.Value(value))
+            return
+        if isinstance(error, GoneError) and self.resubmits < MAX_RESUBMITS:
+            # The server forgot this request; the protocol says resubmit under a new seq_id.
+            self.resubmits += 1
+            log.info("sample_resubmit_after_410", request_id=handle.request_id, attempt=self.resubmits)
+            self.request = msgspec.structs.replace(self.request, seq_id=self.client._reserve_seq_id())
+            self.sequence_ids = None
+            fut.track(None)
+            fut.set_state(FutureState.QUEUED)
+            try:
+                self.ctx.admit(self)
+            except Exception as exc:  # the service closed meanwhile
+                settle(fut, outcome.Error(exc if isinstance(exc, ServiceClosedError) else ServiceClosedError(str(exc))))
+            return
+        settle(fut, outcome.Error(error))
 
 
 def _expected_result_bytes(
@@ -343,13 +372,13 @@ def _expected_result_bytes(
     return size
 
 
-def _with_sequence_ids(response: wt.SampleResponse, ack: Any, num_samples: int) -> wt.SampleResponse:
-    ids = list(getattr(ack, "sample_sequence_ids", None) or [])
+def _with_sequence_ids(response: wt.SampleResponse, request_id: str, sequence_ids: list[str] | None) -> wt.SampleResponse:
+    ids = list(sequence_ids or [])
     if len(ids) != len(response.sequences):
         # Older servers send none: synthesize stable ids rather than fail.
         if ids:
             log.warning("sample_sequence_ids_mismatch", expected=len(response.sequences), got=len(ids))
-        ids = [f"{ack.request_id}:{i}" for i in range(len(response.sequences))]
+        ids = [f"{request_id}:{i}" for i in range(len(response.sequences))]
     sequences = [
         seq if seq.sequence_id else msgspec.structs.replace(seq, sequence_id=sid)
         for seq, sid in zip(response.sequences, ids, strict=True)

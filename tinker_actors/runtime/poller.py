@@ -2,36 +2,57 @@
 
 ::
 
-    client ──register(FutureSpec)──▶ FutureHandle (state, queue_state, time in each state)
-                    │ (inbox channel)
-                    ▼
-    FuturePoller.run (one nursery)
-      ├─ per future: drive(handle)
-      │     ├─ batched? wait on SessionBatch (one retrieve_futures long-poll per sampling session)
-      │     ├─ small expected result (spec.expected_bytes ≤ metadata_skip_bytes) and the
-      │     │  inflight byte budget has room at once: reserve it, poll allow_metadata_only=false
-      │     └─ retrieve_future long-polls, at most `max_open_polls` open at once (FIFO slots)
-      │          try_again ─▶ queue_state tracked, re-poll (never faster than min_poll_interval)
-      │          complete_metadata ─▶ reserve payload bytes, re-poll allow_metadata_only=false
-      │          {"error","category"} ─▶ RequestFailedError
-      │          408/5xx/429/connection error ─▶ jittered backoff (never a tight loop)
-      │          410 ─▶ GoneError (state "expired"; resubmitting is the caller's job)
-      │          no progress for progress_timeout ─▶ FutureTimeoutError(request_id, queue_state)
-      └─ cancel drain: POST cancel_future for cancelled samples when the server supports it
+    client ──register(FutureSpec)──▶ FutureHandle: a small record, no task
+                │  (state, queue_state, time in each state, done callbacks)
+                ▼
+      batched? ─▶ SessionBatch: one retrieve_futures long-poll per sampling session;
+                  a completion moves the record on (payload bytes first, if known)
+      small expected result and byte budget has room? reserve it, skip complete_metadata
+                ▼
+      ready (FIFO deque of records) ◀──────────────┬──────────────┐
+                │                                  │              │
+      poll workers × max_open_polls                │ timers       │ bytes pump
+      (one retrieve_future long-poll each)         │ (one task,   │ (one task,
+                │                                  │  one heap)   │  FIFO budget)
+        try_again ─▶ queue_state tracked; back to the tail (a server that answers
+                     at once: a timer, never faster than min_poll_interval)
+        complete_metadata ─▶ reserve payload bytes (bytes pump), re-poll
+                             allow_metadata_only=false
+        408/5xx/429/connection error ─▶ jittered backoff timer (never a tight loop)
+        {"error","category"} ─▶ RequestFailedError
+        410 ─▶ GoneError (state "expired"; the caller's done callback resubmits)
+        no progress for progress_timeout ─▶ FutureTimeoutError(request_id, queue_state)
+        result ─▶ DONE: done callbacks run in the worker (e.g. resolve the APIFuture)
+
+    cancel drain: POST cancel_future for cancelled samples when the server supports it
+
+A future waiting for a poll is only its :class:`FutureHandle` (slots, a few
+hundred bytes) in the ready deque, the timer heap, the bytes queue or its
+session batch: the number of tasks is fixed (``max_open_polls`` workers plus
+the timer, the bytes pump, one loop per batched session and the cancel
+drain), however many futures are pending. Records are polled FIFO, so with
+more futures than workers each gets a long poll in turn; a future that was
+answered re-joins the tail. A caller learns the outcome by ``await
+handle.result()`` or, without a task of its own, through
+:meth:`FutureHandle.add_done_callback` (the sampling client resolves its
+APIFuture that way, and resubmits on a 410).
 
 Progress, not wall time, keeps a future alive: a change of queue_state or
 reason, an ``active`` report, a metadata or result answer, or (batched) the
 server answering the session poll. A future paused with no change and a
-server that only errors or times out are not progress.
+server that only errors or times out are not progress. The deadline is
+checked when a worker takes the record and bounds its poll; a record still
+waiting behind others is failed when its turn comes.
 
 Servers differ: ``retrieve_futures`` is used only when the server flag
 ``sample_use_retrieve_futures`` is on; a 404 (or any non-transient error) on it
-switches every waiter to per-future polling without failing. Cancel is sent
+moves every waiter to per-future polling without failing. Cancel is sent
 only when the dynamic flag ``sample_cancel_enabled`` is on.
 
-Lifetime: ``run`` lives in the service nursery under the supervisor. Handles
-live on the poller object, not in the crashed task, so a restarted poller
-resumes driving every live future. ``fail_all`` (session expired, service
+Lifetime: ``run`` lives in the service nursery under the supervisor. Records
+live on the poller object (deque, heap, queues, batches), not in its tasks: a
+worker cancelled mid-poll puts its record back at the head, so a restarted
+poller resumes every live future. ``fail_all`` (session expired, service
 closing) ends every pending future with the given error.
 """
 
@@ -39,8 +60,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import heapq
 import math
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -143,8 +166,23 @@ def _wants_proto(spec: FutureSpec) -> bool:
     return hasattr(rt, "DESCRIPTOR") or getattr(rt, "__name__", "") in PROTO_RESULT_TYPES
 
 
+# Where a pending record is; only the poller changes it.
+_NEW, _READY, _POLLING, _TIMER, _BYTES, _BATCH = range(6)
+
+
 class FutureHandle:
-    """The observable side of one future. Await :meth:`result`."""
+    """The observable side of one future: a record, not a task. Await :meth:`result`
+    or register a callback with :meth:`add_done_callback`."""
+
+    # Thousands wait at once (every acknowledged sample): slots, and the Event,
+    # the time-in-state table and the callback list only once something needs them.
+    __slots__ = (
+        "spec", "request_id", "progress_timeout", "state", "queue_state", "queue_state_reason",
+        "polls", "poll_errors", "last_poll_error", "created_at", "last_progress", "_state_since",
+        "_time_in", "_done", "_event", "_value", "_error", "_poller", "_scope", "_callbacks",
+        "_bytes_held", "_bytes_wanted", "_where", "_metadata_first", "_backoff", "_bad_requests",
+        "__weakref__",
+    )
 
     def __init__(self, spec: FutureSpec, poller: FuturePoller, progress_timeout: float) -> None:
         self.spec = spec
@@ -160,19 +198,26 @@ class FutureHandle:
         self.created_at = now
         self.last_progress = now
         self._state_since = now
-        self._time_in: dict[str, float] = {}
-        self._done = trio.Event()
+        self._time_in: dict[str, float] | None = None
+        self._done = False
+        self._event: trio.Event | None = None
         self._value: Any = None
         self._error: BaseException | None = None
         self._poller = poller
-        self._scope: trio.CancelScope | None = None
-        self._driven = False
+        self._scope: trio.CancelScope | None = None  # the poll in flight, while a worker holds it
+        # None, one callback, or a list of them: most futures have exactly one
+        self._callbacks: Callable[[FutureHandle], None] | list[Callable[[FutureHandle], None]] | None = None
         self._bytes_held = 0
+        self._bytes_wanted = 0
+        self._where = _NEW
+        self._metadata_first = True  # allow_metadata_only on the next poll
+        self._backoff = 0.0  # the current backoff step; 0: not backing off
+        self._bad_requests = 0
 
     # --- observation -------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self._done.is_set()
+        return self._done
 
     @property
     def state_since(self) -> float:
@@ -180,7 +225,7 @@ class FutureHandle:
         return self._state_since
 
     def time_in_state(self) -> dict[str, float]:
-        times = dict(self._time_in)
+        times = dict(self._time_in or {})
         if not self.done:
             times[self.state.value] = times.get(self.state.value, 0.0) + trio.current_time() - self._state_since
         return times
@@ -209,7 +254,7 @@ class FutureHandle:
         cancels the future (and, where supported, on the server).
         """
         try:
-            await self._done.wait()
+            await self.wait_done()
         except BaseException:
             if cancel_on_abandon and not self.done:
                 self.cancel()
@@ -219,10 +264,31 @@ class FutureHandle:
         return self._value
 
     async def wait_done(self) -> None:
-        await self._done.wait()
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
 
     def exception(self) -> BaseException | None:
         return self._error
+
+    def add_done_callback(self, fn: Callable[[FutureHandle], None]) -> None:
+        """Call ``fn(handle)`` when the future ends (at once if it already has).
+
+        It runs in whichever task ended the future (a poll worker, a
+        ``cancel()`` caller, ``fail_all``): it must not block, and an exception
+        from it is logged, not raised.
+        """
+        if self._done:
+            _call(fn, self)
+        elif self._callbacks is None:
+            self._callbacks = fn
+        elif isinstance(self._callbacks, list):
+            self._callbacks.append(fn)
+        else:
+            self._callbacks = [self._callbacks, fn]
 
     def cancel(self) -> bool:
         """Stop polling; ask the server to cancel when it supports it."""
@@ -237,6 +303,8 @@ class FutureHandle:
         if state is self.state:
             return
         now = trio.current_time()
+        if self._time_in is None:
+            self._time_in = {}
         self._time_in[self.state.value] = self._time_in.get(self.state.value, 0.0) + now - self._state_since
         self.state = state
         self._state_since = now
@@ -245,15 +313,37 @@ class FutureHandle:
         self.last_progress = trio.current_time()
 
     def _finish(self, state: FutureState, *, value: Any = None, error: BaseException | None = None) -> None:
-        if self.done:
+        if self._done:
             return
         self._set_state(state)
         self._value = value
         self._error = error
-        self._done.set()
+        self._done = True
+        if self._event is not None:
+            self._event.set()
         if self._scope is not None:
             self._scope.cancel()
         self._poller._forget(self)
+        callbacks, self._callbacks = self._callbacks, None
+        if isinstance(callbacks, list):
+            for fn in callbacks:
+                _call(fn, self)
+        elif callbacks is not None:
+            _call(callbacks, self)
+
+
+def _call(fn: Callable[[FutureHandle], None], handle: FutureHandle) -> None:
+    try:
+        fn(handle)
+    except Exception:
+        log.exception("future_callback_failed", request_id=handle.request_id)
+
+
+def _next_backoff(handle: FutureHandle, settings: PollSettings) -> float:
+    """Exponential backoff with jitter in [0.5, 1] × the step (never zero)."""
+    step = handle._backoff or settings.backoff_initial
+    handle._backoff = min(step * 2, settings.backoff_max)
+    return step * random.uniform(0.5, 1.0)
 
 
 class _Backoff:
@@ -280,17 +370,15 @@ class _Batch:
         self.target = {"type": "sampling_session", "sampling_session_id": sampling_session_id, "cloned_sampler_id": cloned_sampler_id}
         self.cursor = 0
         self.waiters: dict[str, FutureHandle] = {}
-        self.events: dict[str, trio.Event] = {}
+        # completions seen before their future was registered (the ack and the
+        # batch answer race): taken by the register that follows
         self.completions: dict[str, dict[str, Any]] = {}
         self.retrieved: set[str] = set()
         self.running = False
 
 
-_FALLBACK = object()  # batched polling unavailable: poll this future on its own
-
-
 class _Crash:
-    """A bug that escaped a poll loop run in a caller's task, for the poller actor to raise."""
+    """A bug to raise in the poller actor's own task (crash and restart it)."""
 
     __slots__ = ("error",)
 
@@ -380,10 +468,19 @@ class FuturePoller:
         self.settings = settings
         self.max_open_polls = max_open_polls
         self._flags = flags
+        # Workers and batch loops hold a token while their poll is open.
         self._open_polls = trio.CapacityLimiter(max_open_polls)
         budget = inflight_bytes if inflight_bytes is not None else flags().inflight_response_bytes_semaphore_size
         self._bytes = FifoBudget(None, budget)
         self._handles: dict[str, FutureHandle] = {}
+        self._ready: deque[FutureHandle] = deque()
+        self._ready_lot = trio.lowlevel.ParkingLot()
+        self._timers: list[tuple[float, int, FutureHandle]] = []
+        self._timer_seq = 0
+        self._timer_scope: trio.CancelScope | None = None
+        self._bytes_queue: deque[FutureHandle] = deque()
+        self._bytes_lot = trio.lowlevel.ParkingLot()
+        # control messages for the actor's own task: handles to place, crashes to raise
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[FutureHandle | _Crash](math.inf)
         self._cancel_send, self._cancel_recv = trio.open_memory_channel[str](math.inf)
         self._batches: dict[tuple[str, int], _Batch] = {}
@@ -396,36 +493,31 @@ class FuturePoller:
         self._counts = {"completed": 0, "failed": 0, "timed_out": 0, "cancelled": 0}
 
     # --- public ------------------------------------------------------------
-    def register(self, spec: FutureSpec, *, drive: bool = True) -> FutureHandle:
+    def register(
+        self, spec: FutureSpec, *, drive: bool = True, on_done: Callable[[FutureHandle], None] | None = None
+    ) -> FutureHandle:
         """Start tracking a submitted request; never blocks.
 
-        ``drive=False``: the caller polls it in its own task with :meth:`wait`
-        (no poller task for this future).
+        ``on_done``: called with the handle when it ends (see
+        :meth:`FutureHandle.add_done_callback`); at once when the poller is
+        closed. ``drive=False``: tracked but not polled until :meth:`wait`.
         """
         handle = FutureHandle(spec, self, spec.progress_timeout or self.settings.progress_timeout)
+        if on_done is not None:
+            handle._callbacks = on_done
         if self._closed is not None:
             handle._finish(FutureState.FAILED, error=self._closed)
             return handle
         self._handles[spec.request_id] = handle
         if drive:
-            self._inbox_send.send_nowait(handle)
+            self._place(handle)
         return handle
 
     async def wait(self, handle: FutureHandle) -> Any:
-        """Poll ``handle`` to its end in the caller's task, by this poller's rules and limits
-        (the same loop as the poller's own tasks), and return its result or raise its error.
-
-        A caller cancelled meanwhile leaves the handle pending: cancel it (or
-        await it again) yourself. If another task already drives it (the poller
-        resumed it after a restart), this just waits. A bug escaping the poll
-        loop is the poller actor's crash, wherever the loop ran: it is raised in
-        the actor (whose supervisor restarts it and resumes this future) while
-        this caller keeps waiting.
-        """
-        try:
-            await self._drive(handle)
-        except Exception as exc:
-            self._inbox_send.send_nowait(_Crash(exc))
+        """Have the poll workers drive ``handle`` (if nobody does yet) and return its result
+        or raise its error. A caller cancelled meanwhile leaves the handle pending."""
+        if handle._where == _NEW and not handle.done:
+            self._place(handle)
         return await handle.result()
 
     def get(self, request_id: str) -> FutureHandle | None:
@@ -463,17 +555,20 @@ class FuturePoller:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._cancel_drain)
-            for handle in list(self._handles.values()):  # resume after a restart
-                nursery.start_soon(self._drive, handle)
-            for batch in self._batches.values():
+            nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._bytes_pump)
+            for i in range(self.max_open_polls):
+                nursery.start_soon(self._worker, name=f"poll-worker-{i}")
+            for batch in self._batches.values():  # resume after a restart
                 batch.running = False
                 if batch.waiters:
                     self._ensure_batch(batch)
             task_status.started()
-            async for handle in self._inbox_recv:
-                if isinstance(handle, _Crash):
-                    raise handle.error
-                nursery.start_soon(self._drive, handle)
+            async for item in self._inbox_recv:
+                if isinstance(item, _Crash):
+                    raise item.error
+                if not item.done and item._where == _NEW:
+                    self._place(item)
 
     def _forget(self, handle: FutureHandle) -> None:
         if self._handles.get(handle.request_id) is handle:
@@ -485,43 +580,126 @@ class FuturePoller:
         if handle._bytes_held:
             self._bytes.release(slots=0, nbytes=handle._bytes_held)
             handle._bytes_held = 0
+        spec = handle.spec
+        if spec.sampling_session_id is not None:
+            batch = self._batches.get((spec.sampling_session_id, spec.cloned_sampler_id))
+            if batch is not None:
+                batch.waiters.pop(handle.request_id, None)
+                if self._batched_available and handle.state is FutureState.DONE:
+                    batch.retrieved.add(handle.request_id)
 
-    async def _drive(self, handle: FutureHandle) -> None:
-        if handle.done or handle._driven:
+    # --- where a record waits -----------------------------------------------
+    def _place(self, handle: FutureHandle) -> None:
+        """A newly registered record: its session batch, or the ready queue."""
+        spec = handle.spec
+        if spec.sampling_session_id is not None and self._batched_available and self._flags().sample_use_retrieve_futures:
+            key = (spec.sampling_session_id, spec.cloned_sampler_id)
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = self._batches[key] = _Batch(*key)
+            completion = batch.completions.pop(handle.request_id, None)
+            if completion is not None:
+                self._completed_in_batch(handle, completion)
+                return
+            handle._where = _BATCH
+            batch.waiters[handle.request_id] = handle
+            self._ensure_batch(batch)
             return
-        handle._driven = True
-        try:
-            with trio.CancelScope() as scope:
-                handle._scope = scope
-                allow_metadata_only = True
-                spec = handle.spec
-                if spec.sampling_session_id is not None and self._batched_available and self._flags().sample_use_retrieve_futures:
-                    completion = await self._wait_batched(handle)
-                    if completion is not _FALLBACK and completion is not None:
-                        size = int(completion.get("response_payload_uncompressed_size") or 0)
-                        if size:
-                            handle._bytes_held = await self._bytes.acquire(slots=0, nbytes=size)
-                        allow_metadata_only = False
-                if allow_metadata_only and not handle.done and not handle._bytes_held and self._reserve_expected(spec):
-                    handle._bytes_held = spec.expected_bytes or 0
-                    allow_metadata_only = False
-                if not handle.done:
-                    await self._poll_loop(handle, allow_metadata_only)
-        except Exception as exc:  # a bug here must end this future loudly, not hang it
-            log.error("future_poll_crashed", request_id=handle.request_id, error=repr(exc))
-            handle._finish(FutureState.FAILED, error=exc)
-        finally:
-            handle._driven = False
-            handle._scope = None
-            if handle.done:
-                self._ack_retrieved(handle)
-
-    def _reserve_expected(self, spec: FutureSpec) -> bool:
-        """Reserve a small expected result's bytes now, if that needs no waiting."""
         size = spec.expected_bytes
-        if size is None or size > self.settings.metadata_skip_bytes:
-            return False
-        return self._bytes.try_acquire(slots=0, nbytes=size)
+        if size is not None and size <= self.settings.metadata_skip_bytes and self._bytes.try_acquire(slots=0, nbytes=size):
+            # a small result and room for it now: ask for the payload at once
+            handle._bytes_held = size
+            handle._metadata_first = False
+        self._push(handle)
+
+    def _push(self, handle: FutureHandle, *, front: bool = False) -> None:
+        handle._where = _READY
+        if front:
+            self._ready.appendleft(handle)
+        else:
+            self._ready.append(handle)
+        self._ready_lot.unpark()
+
+    def _later(self, handle: FutureHandle, delay: float) -> None:
+        """Back to the ready queue after ``delay`` s (or at its progress deadline, if sooner)."""
+        when = min(trio.current_time() + delay, self._deadline(handle))
+        handle._where = _TIMER
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, handle))
+        scope = self._timer_scope
+        if scope is not None and when < scope.deadline:
+            scope.deadline = when
+
+    def _want_bytes(self, handle: FutureHandle, nbytes: int) -> None:
+        """Reserve the payload's bytes (FIFO, by the bytes pump), then poll for it."""
+        handle._where = _BYTES
+        handle._bytes_wanted = nbytes
+        self._bytes_queue.append(handle)
+        self._bytes_lot.unpark()
+
+    async def _timer_loop(self) -> None:
+        timers = self._timers
+        try:
+            while True:
+                now = trio.current_time()
+                while timers and timers[0][0] <= now:
+                    handle = heapq.heappop(timers)[2]
+                    if not handle.done and handle._where == _TIMER:
+                        self._push(handle)
+                with trio.CancelScope(deadline=timers[0][0] if timers else math.inf) as scope:
+                    self._timer_scope = scope
+                    await trio.sleep_forever()
+        finally:
+            self._timer_scope = None
+
+    async def _bytes_pump(self) -> None:
+        queue = self._bytes_queue
+        while True:
+            while not queue:
+                await self._bytes_lot.park()
+            handle = queue[0]
+            if handle.done:
+                queue.popleft()
+                continue
+            charged = await self._bytes.acquire(slots=0, nbytes=handle._bytes_wanted)
+            queue.popleft()
+            if handle.done:
+                self._bytes.release(slots=0, nbytes=charged)
+                continue
+            handle._bytes_held += charged
+            self._push(handle)
+
+    async def _worker(self) -> None:
+        ready = self._ready
+        limiter = self._open_polls
+        token = object()
+        while True:
+            if not ready:
+                await self._ready_lot.park()
+                continue
+            handle = ready.popleft()
+            if handle.done or handle._where != _READY:
+                continue
+            if trio.current_time() >= self._deadline(handle):
+                self._time_out(handle)
+                continue
+            handle._where = _POLLING
+            try:
+                try:
+                    limiter.acquire_on_behalf_of_nowait(token)
+                except trio.WouldBlock:  # a batch poll holds a token
+                    await limiter.acquire_on_behalf_of(token)
+                try:
+                    await self._poll_once(handle)
+                finally:
+                    limiter.release_on_behalf_of(token)
+            except Exception as exc:  # a bug here must end this future loudly, not hang it
+                log.error("future_poll_crashed", request_id=handle.request_id, error=repr(exc))
+                handle._finish(FutureState.FAILED, error=exc)
+            finally:
+                if handle._where == _POLLING and not handle.done:
+                    # cancelled mid-poll (the poller is restarting): first in line again
+                    self._push(handle, front=True)
 
     # --- per-future long poll ---------------------------------------------
     def _deadline(self, handle: FutureHandle) -> float:
@@ -539,106 +717,102 @@ class FuturePoller:
             ),
         )
 
-    async def _sleep_until_or_deadline(self, handle: FutureHandle, delay: float) -> None:
-        await trio.sleep_until(min(trio.current_time() + delay, self._deadline(handle)))
-
-    def _headers(self, handle: FutureHandle) -> dict[str, str]:
-        return {"X-Tinker-Request-Iteration": str(handle.polls), "X-Tinker-Request-Type": handle.spec.request_type}
-
-    async def _poll_loop(self, handle: FutureHandle, allow_metadata_only: bool) -> None:
+    async def _poll_once(self, handle: FutureHandle) -> None:
+        """One retrieve_future long poll for ``handle``, then its next place (or its end)."""
         s = self.settings
-        backoff = _Backoff(s.backoff_initial, s.backoff_max)
-        bad_requests = 0
-        accept = "application/x-protobuf" if _wants_proto(handle.spec) else None
-        while not handle.done:
-            if trio.current_time() >= self._deadline(handle):
-                self._time_out(handle)
-                return
-            started = trio.current_time()
-            raw: Any = None
-            with trio.move_on_at(self._deadline(handle)):
-                try:
-                    async with self._open_polls:
-                        self._polls += 1
-                        raw = await self._requester.request(
-                            resource(Resource.FUTURES),
-                            "POST",
-                            "/api/v1/retrieve_future",
-                            json={"request_id": handle.request_id, "allow_metadata_only": allow_metadata_only},
-                            accept=accept,
-                            headers=self._headers(handle),
-                            options=options(timeout=s.poll_timeout, max_retries=0, raw=True),
-                        )
-                        handle.polls += 1
-                except GoneError as exc:
-                    handle._finish(FutureState.EXPIRED, error=exc)
-                    return
-                except RateLimitError as exc:
-                    handle.polls += 1
-                    hint = exc.retry_after if exc.retry_after and exc.retry_after > 0 else backoff.next()
-                    await self._sleep_until_or_deadline(handle, min(hint, s.retry_after_cap))
-                    continue
-                except APIStatusError as exc:
-                    handle.polls += 1
-                    code = exc.status_code
-                    if code == 408:
-                        queue_state, reason = _queue_state_from_body(exc.body)
-                        if queue_state:
-                            self._observe(handle, queue_state, reason)
-                        # the server is alive: re-poll soon, but never in a tight loop
-                        await self._sleep_until_or_deadline(handle, s.min_poll_interval * random.uniform(0.5, 1.0))
-                        continue
-                    if code >= 500 or code == 402:
-                        self._poll_failed(handle, exc)
-                        await self._sleep_until_or_deadline(handle, max(backoff.next(), 5.0 if code == 402 else 0.0))
-                        continue
-                    if code == 400 and bad_requests < s.bad_request_retries:
-                        bad_requests += 1
-                        await self._sleep_until_or_deadline(handle, backoff.next())
-                        continue
-                    handle._finish(FutureState.FAILED, error=exc)
-                    return
-                except (APIConnectionError, ActorCrashedError, trio.TooSlowError) as exc:
-                    self._poll_failed(handle, exc)
-                    await self._sleep_until_or_deadline(handle, backoff.next())
-                    continue
-                except ServiceClosedError as exc:
-                    handle._finish(FutureState.FAILED, error=exc)
-                    return
-            if raw is None:
-                continue  # the progress deadline passed mid-poll; the loop head fails it
-            handle.poll_errors = 0
-            content_type, body = raw_parts(raw)
+        started = trio.current_time()
+        raw: Any = None
+        spec = handle.spec
+        with trio.CancelScope(deadline=self._deadline(handle)) as scope:
+            handle._scope = scope
             try:
-                reply = _classify(content_type, body, handle.spec.result_type)
-            except Exception as exc:  # the body came from outside: a typed error naming the endpoint
-                handle._finish(FutureState.FAILED, error=_decode_error(exc, content_type, handle))
-                return
-            kind = _kind(reply)
-            backoff.reset()
-            if kind == "TryAgainResponse":
-                self._observe(handle, reply.queue_state, reply.queue_state_reason)
-                # a server that answers try_again at once (no long poll) must not make us spin
-                wait = s.min_poll_interval * random.uniform(0.75, 1.0) - (trio.current_time() - started)
-                if wait > 0:
-                    await self._sleep_until_or_deadline(handle, wait)
-            elif kind == "CompleteMetadataResponse":
-                handle._progress()
-                if allow_metadata_only:
-                    allow_metadata_only = False
-                    if not handle._bytes_held and reply.response_payload_size:
-                        handle._bytes_held = await self._bytes.acquire(slots=0, nbytes=int(reply.response_payload_size))
-                else:
-                    await self._sleep_until_or_deadline(handle, s.min_poll_interval)
-            elif kind == "RequestFailedResponse":
-                handle._finish(
-                    FutureState.FAILED,
-                    error=RequestFailedError(reply.error, category=reply.category, request_id=handle.request_id),
+                self._polls += 1
+                raw = await self._requester.request(
+                    resource(Resource.FUTURES),
+                    "POST",
+                    "/api/v1/retrieve_future",
+                    json={"request_id": handle.request_id, "allow_metadata_only": handle._metadata_first},
+                    accept="application/x-protobuf" if _wants_proto(spec) else None,
+                    headers={"X-Tinker-Request-Iteration": str(handle.polls), "X-Tinker-Request-Type": spec.request_type},
+                    options=options(timeout=s.poll_timeout, max_retries=0, raw=True),
                 )
+                handle.polls += 1
+            except GoneError as exc:
+                handle._finish(FutureState.EXPIRED, error=exc)
                 return
+            except RateLimitError as exc:
+                handle.polls += 1
+                hint = exc.retry_after if exc.retry_after and exc.retry_after > 0 else _next_backoff(handle, s)
+                self._later(handle, min(hint, s.retry_after_cap))
+                return
+            except APIStatusError as exc:
+                handle.polls += 1
+                code = exc.status_code
+                if code == 408:
+                    queue_state, reason = _queue_state_from_body(exc.body)
+                    if queue_state:
+                        self._observe(handle, queue_state, reason)
+                    # the server is alive: re-poll soon, but never in a tight loop
+                    self._later(handle, s.min_poll_interval * random.uniform(0.5, 1.0))
+                    return
+                if code >= 500 or code == 402:
+                    self._poll_failed(handle, exc)
+                    self._later(handle, max(_next_backoff(handle, s), 5.0 if code == 402 else 0.0))
+                    return
+                if code == 400 and handle._bad_requests < s.bad_request_retries:
+                    handle._bad_requests += 1
+                    self._later(handle, _next_backoff(handle, s))
+                    return
+                handle._finish(FutureState.FAILED, error=exc)
+                return
+            except (APIConnectionError, ActorCrashedError, trio.TooSlowError) as exc:
+                self._poll_failed(handle, exc)
+                self._later(handle, _next_backoff(handle, s))
+                return
+            except ServiceClosedError as exc:
+                handle._finish(FutureState.FAILED, error=exc)
+                return
+            finally:
+                handle._scope = None
+        if handle.done:
+            return  # ended while its poll was open (cancelled, fail_all)
+        if raw is None:
+            self._time_out(handle)  # the progress deadline passed mid-poll
+            return
+        handle.poll_errors = 0
+        content_type, body = raw_parts(raw)
+        try:
+            reply = _classify(content_type, body, spec.result_type)
+        except Exception as exc:  # the body came from outside: a typed error naming the endpoint
+            handle._finish(FutureState.FAILED, error=_decode_error(exc, content_type, handle))
+            return
+        kind = _kind(reply)
+        handle._backoff = 0.0
+        if kind == "TryAgainResponse":
+            self._observe(handle, reply.queue_state, reply.queue_state_reason)
+            # a server that answers try_again at once (no long poll) must not make us spin
+            wait = s.min_poll_interval * random.uniform(0.75, 1.0) - (trio.current_time() - started)
+            if wait > 0:
+                self._later(handle, wait)
             else:
-                handle._finish(FutureState.DONE, value=reply)
-                return
+                self._push(handle)
+        elif kind == "CompleteMetadataResponse":
+            handle._progress()
+            if handle._metadata_first:
+                handle._metadata_first = False
+                if not handle._bytes_held and reply.response_payload_size:
+                    self._want_bytes(handle, int(reply.response_payload_size))
+                else:
+                    self._push(handle)
+            else:
+                self._later(handle, s.min_poll_interval)
+        elif kind == "RequestFailedResponse":
+            handle._finish(
+                FutureState.FAILED,
+                error=RequestFailedError(reply.error, category=reply.category, request_id=handle.request_id),
+            )
+        else:
+            handle._finish(FutureState.DONE, value=reply)
 
     def _poll_failed(self, handle: FutureHandle, exc: BaseException) -> None:
         """Record a failed poll; warn (debounced) once a run of them looks like an outage."""
@@ -682,48 +856,36 @@ class FuturePoller:
                 )
 
     # --- batched polling (retrieve_futures) --------------------------------
-    async def _wait_batched(self, handle: FutureHandle) -> Any:
-        spec = handle.spec
-        key = (spec.sampling_session_id or "", spec.cloned_sampler_id)
-        batch = self._batches.get(key)
-        if batch is None:
-            batch = self._batches[key] = _Batch(*key)
-        completion = batch.completions.pop(handle.request_id, None)
-        if completion is not None:
-            return completion
-        event = batch.events.setdefault(handle.request_id, trio.Event())
-        batch.waiters[handle.request_id] = handle
-        self._ensure_batch(batch)
-        try:
-            while not event.is_set():
-                if trio.current_time() >= self._deadline(handle):
-                    self._time_out(handle)
-                    return None
-                with trio.move_on_at(self._deadline(handle)):
-                    await event.wait()
-        finally:
-            batch.waiters.pop(handle.request_id, None)
-            batch.events.pop(handle.request_id, None)
-        if not self._batched_available:
-            return batch.completions.pop(handle.request_id, _FALLBACK)
-        return batch.completions.pop(handle.request_id, _FALLBACK)
-
     def _ensure_batch(self, batch: _Batch) -> None:
         if not batch.running and self._nursery is not None:
             batch.running = True
             self._nursery.start_soon(self._batch_loop, batch)
 
-    def _ack_retrieved(self, handle: FutureHandle) -> None:
-        spec = handle.spec
-        batch = self._batches.get((spec.sampling_session_id or "", spec.cloned_sampler_id))
-        if batch is not None and self._batched_available and handle.state is FutureState.DONE:
-            batch.retrieved.add(handle.request_id)
+    def _completed_in_batch(self, handle: FutureHandle, completion: dict[str, Any]) -> None:
+        """The session poll says ``handle`` finished: fetch the payload itself (one poll)."""
+        handle._progress()
+        handle._metadata_first = False
+        size = int(completion.get("response_payload_uncompressed_size") or 0)
+        if size:
+            self._want_bytes(handle, size)
+        else:
+            self._push(handle)
 
     def _fall_back(self, batch: _Batch, why: str) -> None:
         log.warning("retrieve_futures_unavailable", reason=why, fallback="retrieve_future per future")
         self._batched_available = False
-        for event in batch.events.values():
-            event.set()
+        waiters = list(batch.waiters.values())
+        batch.waiters.clear()
+        for handle in waiters:
+            if not handle.done:
+                handle._where = _NEW
+                self._place(handle)
+
+    def _time_out_batch_waiters(self, batch: _Batch) -> None:
+        # only a failing session poll can leave its waiters without progress
+        now = trio.current_time()
+        for handle in [h for h in batch.waiters.values() if now >= self._deadline(h)]:
+            self._time_out(handle)
 
     async def _batch_loop(self, batch: _Batch) -> None:
         s = self.settings
@@ -747,10 +909,12 @@ class FuturePoller:
                     return
                 except (APIConnectionError, ActorCrashedError, trio.TooSlowError, RateLimitError) as exc:
                     log.debug("retrieve_futures_error", error=repr(exc))
+                    self._time_out_batch_waiters(batch)
                     await trio.sleep(backoff.next())
                     continue
                 except APIStatusError as exc:
                     if exc.status_code >= 500 or exc.status_code == 408:
+                        self._time_out_batch_waiters(batch)
                         await trio.sleep(backoff.next())
                         continue
                     if exc.status_code == 400 and bad_requests < s.bad_request_retries:
@@ -778,10 +942,11 @@ class FuturePoller:
                     rid = completion.get("request_id")
                     if rid is None:
                         continue
-                    batch.completions[rid] = completion
-                    event = batch.events.get(rid)
-                    if event is not None:
-                        event.set()
+                    handle = batch.waiters.pop(rid, None)
+                    if handle is not None:
+                        self._completed_in_batch(handle, completion)
+                    elif rid not in self._handles:
+                        batch.completions[rid] = completion  # its register is still to come
                 # an ack-only poll is not worth a connection; but never spin on an empty answer
                 if not data.get("completions"):
                     await trio.sleep(s.min_poll_interval * random.uniform(0.5, 1.0))

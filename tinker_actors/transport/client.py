@@ -34,7 +34,7 @@ from ..errors import (
 from .headers import base_headers
 from .limits import PoolLimits, ResourceType
 from .options import DEFAULT_OPTIONS, IdempotencyKey, RawResponse, RequestOptions
-from .pool import Pool, tls_context
+from .pool import Pool, ResponseTooLarge, tls_context
 from .responses import decode_body, signed_url_from, status_error_from
 from .retry import RetryPolicy, is_proxy_rejection, next_delay, should_retry
 from .stats import PoolStatistics
@@ -45,6 +45,8 @@ log = structlog.get_logger("tinker_actors.transport")
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
+# Bodies are read into memory whole: anything bigger is refused (RequestOptions.max_response_bytes).
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 API_PREFIX = "/api/v1/"
 _JSON = "application/json"
 _KEYLESS_METHODS = frozenset({"GET", "HEAD"})
@@ -74,6 +76,7 @@ class Transport:
         http_transport: httpx.AsyncBaseTransport | None = None,
         random: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not isinstance(api_key, str) or not api_key.strip():
             raise ConfigError("an API key is required")
@@ -86,6 +89,7 @@ class Transport:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.verify = verify
+        self.max_response_bytes = max_response_bytes
         self._api_key = api_key
         self._secrets = (api_key,)
         self._headers = base_headers(api_key, dict(default_headers or {}))
@@ -246,6 +250,7 @@ class Transport:
         timeouts = {"connect": connect_timeout, "read": read_timeout, "write": read_timeout, "pool": None}
         # MockTransport and friends enforce no timeouts: bound the wait for headers ourselves.
         guard = connect_timeout + read_timeout
+        max_bytes = opts.max_response_bytes if opts.max_response_bytes is not None else self.max_response_bytes
 
         started = trio.current_time()
         retries = 0
@@ -256,7 +261,12 @@ class Transport:
             response_headers: dict[str, str] | None = None
             failure: TinkerActorsError
             try:
-                response, elapsed = await pool.send_parts(method, url, raw_headers, body, timeouts, guard=guard)
+                response, elapsed = await pool.send_parts(
+                    method, url, raw_headers, body, timeouts, guard=guard, max_bytes=max_bytes
+                )
+            except ResponseTooLarge as exc:
+                pool.record_error()  # not retried: the same request would get the same body
+                raise ResponseDecodeError(str(exc), endpoint=endpoint) from None
             except (httpx.TimeoutException, trio.TooSlowError) as exc:
                 failure = APITimeoutError(_describe(exc, "timed out", self._secrets), endpoint=endpoint)
                 failure.__cause__ = exc

@@ -54,6 +54,8 @@ class RequestOptions(msgspec.Struct, frozen=True, kw_only=True):
     * ``raw``: return a :class:`RawResponse` instead of the decoded body.
     * ``signed_url``: a 3xx answer returns a :class:`SignedURL` instead of an error.
     * ``compress``: send the body with ``Content-Encoding: zstd``.
+    * ``max_response_bytes``: refuse a response body larger than this (read
+      into memory whole otherwise); ``ResponseDecodeError`` names the size.
     """
 
     timeout: float | None = None
@@ -67,6 +69,7 @@ class RequestOptions(msgspec.Struct, frozen=True, kw_only=True):
     raw: bool = False
     signed_url: bool = False
     compress: bool = False
+    max_response_bytes: int | None = None
 
     def merge(self, other: RequestOptions | None) -> RequestOptions:
         """``self`` with every field that ``other`` sets (non-default) replaced."""

@@ -16,6 +16,11 @@ client CPU (DESIGN.md). So a pool
 The limiter's total equals the sum of the shards' sizes, so an admitted request
 always finds a free slot on the pool's stack of free slots (an O(1) pop in sync
 code). The transports are opened and closed by ``async with pool``.
+
+A body is read into memory whole, so its size is capped (``max_bytes``): a
+Content-Length over the cap is refused before a byte of the body is read, and
+a body without one is refused as soon as the bytes read pass the cap (the
+connection is then closed, not reused). Either raises :class:`ResponseTooLarge`.
 """
 
 from __future__ import annotations
@@ -24,9 +29,8 @@ import contextlib
 import functools
 import math
 import ssl
-from collections.abc import Sequence
-
-from typing import NamedTuple
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, NamedTuple
 
 import httpcore
 import httpx
@@ -39,7 +43,19 @@ from .netstream import coalescing_pool
 from .responses import plain_headers
 from .stats import LatencyWindow, PoolStatistics
 
-__all__ = ["Pool", "Reply", "split_connections", "tls_context"]
+__all__ = ["Pool", "Reply", "ResponseTooLarge", "split_connections", "tls_context"]
+
+
+class ResponseTooLarge(Exception):
+    """A response body over the size cap; the transport turns it into ResponseDecodeError."""
+
+    def __init__(self, limit: int, size: int, *, declared: bool, status: int) -> None:
+        self.limit = limit
+        self.size = size
+        self.declared = declared  # True: Content-Length said so; False: this many bytes were read
+        self.status = status
+        what = f"Content-Length {size}" if declared else f"more than {limit} bytes (read {size})"
+        super().__init__(f"HTTP {status} response body of {what} is over the {limit}-byte limit")
 
 
 @functools.cache
@@ -188,13 +204,16 @@ class Pool:
         timeouts: dict[str, float | None] | None,
         *,
         guard: float | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[Reply, float]:
         """Send one request and read its whole body; return the reply and its latency.
 
         ``headers`` are sent as given (plus Host and Content-Length when
         missing). ``guard`` bounds the wait for the response headers (seconds),
         for transports that enforce no timeouts of their own; raises
-        trio.TooSlowError. Network failures raise httpx's exceptions.
+        trio.TooSlowError. ``max_bytes`` caps the body (before and after
+        content decoding); raises :class:`ResponseTooLarge`. Network failures
+        raise httpx's exceptions.
         """
         if self._stack is None:
             raise RuntimeError(f"{self!r} is not open")
@@ -211,9 +230,9 @@ class Pool:
             start = trio.current_time()
             try:
                 if shard.raw is not None:
-                    reply = await _send_raw(shard.raw, method, url, headers, body, timeouts, guard)
+                    reply = await _send_raw(shard.raw, method, url, headers, body, timeouts, guard, max_bytes)
                 else:
-                    reply = await _send_httpx(shard.transport, method, url, headers, body, timeouts, guard)
+                    reply = await _send_httpx(shard.transport, method, url, headers, body, timeouts, guard, max_bytes)
             finally:
                 shard.in_flight -= 1
                 self._free.append(shard)
@@ -267,6 +286,7 @@ async def _send_raw(
     body: bytes | None,
     timeouts: dict[str, float | None] | None,
     guard: float | None,
+    max_bytes: int | None,
 ) -> Reply:
     raw_url = url.raw_scheme, url.raw_host, url.port, url.raw_path
     headers = [(b"Host", _host_header(raw_url[0], raw_url[1], raw_url[2])), *headers]
@@ -290,7 +310,11 @@ async def _send_raw(
             with trio.fail_after(guard):
                 response = await pool.handle_async_request(request)
         try:
-            content = await response.aread()
+            if max_bytes is None:
+                content = await response.aread()
+            else:
+                _check_declared(response.headers, max_bytes, response.status)
+                content = await _read_capped(response.aiter_stream(), max_bytes, response.status)
         finally:
             await response.aclose()
     plain: dict[str, str] = {}
@@ -301,7 +325,33 @@ async def _send_raw(
     encoding = plain.get("content-encoding")
     if encoding and content:
         content = _decode_content(encoding, content)
+        if max_bytes is not None and len(content) > max_bytes:
+            raise ResponseTooLarge(max_bytes, len(content), declared=False, status=response.status)
     return Reply(response.status, plain, content)
+
+
+def _check_declared(headers: Any, max_bytes: int, status: int) -> None:
+    """Refuse a body whose Content-Length is over the cap, before reading any of it."""
+    for name, value in headers:
+        if (name.lower() if isinstance(name, str) else name.lower().decode("latin-1")) == "content-length":
+            try:
+                size = int(value)
+            except ValueError:
+                return  # not a number: the read below still counts the bytes
+            if size > max_bytes:
+                raise ResponseTooLarge(max_bytes, size, declared=True, status=status)
+            return
+
+
+async def _read_capped(chunks: AsyncIterator[bytes], max_bytes: int, status: int) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > max_bytes:
+            raise ResponseTooLarge(max_bytes, total, declared=False, status=status)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def _send_httpx(
@@ -312,6 +362,7 @@ async def _send_httpx(
     body: bytes | None,
     timeouts: dict[str, float | None] | None,
     guard: float | None,
+    max_bytes: int | None,
 ) -> Reply:
     assert transport is not None
     request = httpx.Request(method, url, headers=headers, content=body,
@@ -323,10 +374,20 @@ async def _send_httpx(
             response = await transport.handle_async_request(request)
     response.request = request
     try:
-        await response.aread()
+        if max_bytes is None:
+            content = await response.aread()
+        else:
+            _check_declared(response.headers.raw, max_bytes, response.status_code)
+            if response.is_stream_consumed:  # built from bytes (MockTransport): already in memory
+                content = response.content
+                if len(content) > max_bytes:
+                    raise ResponseTooLarge(max_bytes, len(content), declared=False, status=response.status_code)
+            else:
+                # decoded chunks: the cap bounds what we hold, whatever the encoding
+                content = await _read_capped(response.aiter_bytes(), max_bytes, response.status_code)
     finally:
         await response.aclose()
-    return Reply(response.status_code, plain_headers(response.headers), response.content)
+    return Reply(response.status_code, plain_headers(response.headers), content)
 
 
 def _host_header(scheme: bytes, host: bytes, port: int | None) -> bytes:
