@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(args)
     config = config_from_args(ns)
     if ns.server == "uvicorn":
+        try:
+            import uvicorn  # noqa: F401  (optional: the bench and test extras carry it)
+        except ImportError:
+            print("tinker-actors serve: --server uvicorn needs uvicorn (pip install 'tinker_actors[bench]')", file=sys.stderr)
+            return 2
         from .serve import serve_uvicorn
 
         print(f"tinker-actors local server on http://{config.host}:{config.port} (uvicorn)", flush=True)
