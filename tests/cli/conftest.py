@@ -6,46 +6,15 @@ module; every test then runs ``python -m tinker_actors ...`` against it.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-KEY = "tml-cli-test"
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    for name in ("TINKER_BASE_URL", "TINKER_API_KEY"):
-        e.pop(name, None)
-    return e
-
-
-class CLI:
-    def __init__(self, base_url: str | None, cwd: Path) -> None:
-        self.base_url = base_url
-        self.cwd = cwd
-
-    def __call__(self, *args: str, server: bool = True, timeout: float = 60, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "tinker_actors"]
-        if server and self.base_url:
-            cmd += ["--base-url", self.base_url, "--api-key", KEY]
-        proc = subprocess.run([*cmd, *args], env=env(), cwd=self.cwd, capture_output=True, text=True, timeout=timeout)
-        if check is not None:
-            assert proc.returncode == check, f"{args}: rc={proc.returncode}\nstdout:{proc.stdout[-2000:]}\nstderr:{proc.stderr[-3000:]}"
-        return proc
-
-    def json(self, *args: str, **kw: Any) -> Any:
-        return json.loads(self(*args, "--json", **kw).stdout)
+from cli_runner import CLI, env
 
 
 @pytest.fixture(scope="module")

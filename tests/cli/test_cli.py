@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import CLI
+from cli_runner import CLI
 
 
 @pytest.fixture(scope="module")

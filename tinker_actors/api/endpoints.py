@@ -14,6 +14,7 @@ telemetry 5 s; cancel 30 s.
 
 from __future__ import annotations
 
+import functools
 import string
 from typing import Any, Literal
 
@@ -55,7 +56,13 @@ class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def path_params(self) -> tuple[str, ...]:
-        return tuple(f for _, f, _, _ in string.Formatter().parse(self.path) if f)
+        return _path_fields(self.path)
+
+
+@functools.cache
+def _path_fields(path: str) -> tuple[str, ...]:
+    # read on every call of the route (every sample): parse each path once
+    return tuple(f for _, f, _, _ in string.Formatter().parse(path) if f)
 
 
 S, T, SA, F, TE = (

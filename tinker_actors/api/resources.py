@@ -84,7 +84,7 @@ def build_options(
     )
 
 
-def _encode_protobuf(ep: Endpoint, request: Any) -> bytes:
+def _encode_protobuf(request: Any) -> bytes:
     from ..wire import protobuf  # protobuf is only needed for these bodies
 
     # ForwardRequest carries forward_only itself; the converter reads the type.
@@ -161,7 +161,7 @@ class Resource:
         )
         kwargs: dict[str, Any] = {}
         if ep.body == "protobuf":
-            kwargs["content"] = _encode_protobuf(ep, request)
+            kwargs["content"] = _encode_protobuf(request)
             kwargs["content_type"] = PROTOBUF
         elif ep.body == "json" and request is not None:
             kwargs["json"] = request

@@ -15,12 +15,13 @@ from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Globals, UsageError
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
+    def add(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter, help=help, description=description
+        )
 
-    p = sub.add_parser(
+    p = add(
         "demo",
-        parents=[common],
-        formatter_class=fmt,
         help="train, save, sample and sweep on a local server; print where the files are",
         description=(
             "Start the local server (unless --base-url/TINKER_BASE_URL names one), train a LoRA adapter for a few\n"
@@ -31,10 +32,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="where the demo writes its files (default: DATA_DIR/demo/run-<time>)")
     p.set_defaults(handler=cmd_demo)
 
-    p = sub.add_parser(
+    p = add(
         "sweep",
-        parents=[common],
-        formatter_class=fmt,
         help="run or resume a sampling sweep",
         description=(
             "Run every prompt x sampling setting of SPEC (TOML or JSON; see docs/sweep.md).\n"
@@ -54,10 +53,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--durable", action="store_true", help="fsync every journal commit (survives power loss, slower)")
     p.set_defaults(handler=cmd_sweep)
 
-    p = sub.add_parser(
+    p = add(
         "train",
-        parents=[common],
-        formatter_class=fmt,
         help="run or resume a supervised fine-tuning trainer",
         description=(
             "Fine-tune a LoRA adapter on a JSONL file of {\"text\": ...} or {\"prompt\": ..., \"completion\": ...}\n"
@@ -81,10 +78,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pipeline", action="store_true", help="await each step before submitting the next")
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser(
+    p = add(
         "bench",
-        parents=[common],
-        formatter_class=fmt,
         help="measure an endpoint: sampling, training or mixed load",
         description=(
             "Run a load scenario and report throughput, latency p50/p90/p99/max per operation, time queued vs\n"

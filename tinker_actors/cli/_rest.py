@@ -25,15 +25,14 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="only this training run's checkpoints")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(handler=cmd_checkpoints_list)
-    p = cs.add_parser("delete", parents=[common], help="delete checkpoints")
-    p.add_argument("paths", nargs="+", metavar="TINKER_PATH")
-    p.set_defaults(handler=cmd_checkpoints_simple, op="delete")
-    p = cs.add_parser("publish", parents=[common], help="make a checkpoint public")
-    p.add_argument("paths", nargs="+", metavar="TINKER_PATH")
-    p.set_defaults(handler=cmd_checkpoints_simple, op="publish")
-    p = cs.add_parser("unpublish", parents=[common], help="make a checkpoint private again")
-    p.add_argument("paths", nargs="+", metavar="TINKER_PATH")
-    p.set_defaults(handler=cmd_checkpoints_simple, op="unpublish")
+    for op, help_ in (
+        ("delete", "delete checkpoints"),
+        ("publish", "make a checkpoint public"),
+        ("unpublish", "make a checkpoint private again"),
+    ):
+        p = cs.add_parser(op, parents=[common], help=help_)
+        p.add_argument("paths", nargs="+", metavar="TINKER_PATH")
+        p.set_defaults(handler=cmd_checkpoints_simple, op=op)
     p = cs.add_parser("ttl", parents=[common], help="set when a checkpoint expires ('none': never)")
     p.add_argument("paths", nargs=1, metavar="TINKER_PATH")
     p.add_argument("ttl", metavar="SECONDS|none")

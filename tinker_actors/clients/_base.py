@@ -3,7 +3,7 @@
 ``ClientContext`` is the one place the clients touch the runtime: the open
 service (session id, server flags, requester, poller, sampling admission), the
 nursery futures run in, the session-wide counters (model_seq_id,
-sampling_session_seq_id, custom_loss_seq_id) and one training sequencer per
+sampling_session_seq_id) and one training sequencer per
 model. Every client of one ServiceClient shares one context.
 
 Every public method takes the same per-call options (``timeout``,
@@ -94,7 +94,6 @@ class ClientContext:
         self.admission: SamplingAdmission = service.sampling_admission
         self._model_seq = itertools.count()
         self._sampling_seq = itertools.count()
-        self._loss_seq = itertools.count()
         self._sequencers: dict[str, TrainingSequencer] = {}
         self.closed = False
 
@@ -113,9 +112,6 @@ class ClientContext:
 
     def next_sampling_session_seq_id(self) -> int:
         return next(self._sampling_seq)
-
-    def next_custom_loss_seq_id(self) -> int:
-        return next(self._loss_seq)
 
     def sequencer(self, model_id: str, *, first_seq_id: int = 1) -> TrainingSequencer:
         """The model's sequencer, made by the runtime on first use."""
@@ -167,17 +163,7 @@ class ClientContext:
         where supported, on the server: the future tracks the handle). ``expected_bytes``: an upper estimate
         of the result's size; a small one lets the poller skip the
         complete_metadata round trip (see runtime.poller)."""
-        fut.set_request_id(request_id)
-        handle = self.poller.register(
-            FutureSpec(
-                request_id=request_id,
-                result_type=result_type,
-                request_type=request_type,
-                sampling_session_id=sampling_session_id,
-                expected_bytes=expected_bytes,
-            ),
-            on_done=on_done,
-        )
+        handle = self._register(fut, request_id, result_type, request_type, sampling_session_id, expected_bytes, on_done)
         if not handle.done:
             fut.track(handle)
         return handle
@@ -194,15 +180,26 @@ class ClientContext:
     ) -> Any:
         """Wait in this task for a server future polled by the runtime's poller, mirroring
         its state on ``fut``; cancelled meanwhile, the server future is cancelled too."""
-        fut.set_request_id(request_id)
-        handle = self.poller.register(
-            FutureSpec(
-                request_id=request_id,
-                result_type=result_type,
-                request_type=request_type,
-                sampling_session_id=sampling_session_id,
-                expected_bytes=expected_bytes,
-            )
-        )
+        handle = self._register(fut, request_id, result_type, request_type, sampling_session_id, expected_bytes)
         fut.track(handle)
         return await handle.result(cancel_on_abandon=True)
+
+    def _register(
+        self,
+        fut: APIFuture[Any],
+        request_id: str,
+        result_type: Any,
+        request_type: str,
+        sampling_session_id: str | None,
+        expected_bytes: int | None,
+        on_done: Callable[[FutureHandle], None] | None = None,
+    ) -> FutureHandle:
+        fut.set_request_id(request_id)
+        spec = FutureSpec(
+            request_id=request_id,
+            result_type=result_type,
+            request_type=request_type,
+            sampling_session_id=sampling_session_id,
+            expected_bytes=expected_bytes,
+        )
+        return self.poller.register(spec, on_done=on_done)

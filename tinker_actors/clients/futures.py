@@ -265,10 +265,7 @@ class APIFuture(Generic[T]):
         else:
             # No task to stop: a sample still waiting for admission, or one
             # detached from its task (see detach) whose tracker is the work.
-            tracker = self._tracker
-            self._resolve(outcome.Error(CancelledError(f"{self.name} was cancelled")))
-            if tracker is not None:
-                self._cancel_tracker(tracker)
+            self._cancel_untasked()
         if self._on_cancel is not None:
             try:
                 self._on_cancel(self)
@@ -276,7 +273,12 @@ class APIFuture(Generic[T]):
                 log.warning("future_cancel_hook_failed", future=self.name, request_id=self.request_id)
         return True
 
-    def _cancel_tracker(self, tracker: Any) -> None:
+    def _cancel_untasked(self) -> None:
+        """End a future with no task as cancelled, and cancel what it tracks."""
+        tracker = self._tracker
+        self._resolve(outcome.Error(CancelledError(f"{self.name} was cancelled")))
+        if tracker is None:
+            return
         try:
             tracker.cancel()
         except Exception:  # a failed best-effort cancel must not break the caller
@@ -352,8 +354,7 @@ def start_future(
     ServiceClosedError.
     """
     fut: APIFuture[T] = APIFuture(name=name, on_cancel=on_cancel)
-    fut._scope = trio.CancelScope()
-    nursery.start_soon(_drive, fut, fn, name=f"future:{name}")
+    start_later(fut, nursery, fn)
     return fut
 
 
@@ -412,10 +413,7 @@ async def _drive(fut: APIFuture[T], fn: Callable[[APIFuture[T]], Awaitable[T]]) 
                 fut._scope = None
                 if fut._cancel_requested and fut._outcome is None:
                     # cancelled in the instant it detached: no checkpoint let the scope act
-                    tracker = fut._tracker
-                    fut._resolve(outcome.Error(CancelledError(f"{fut.name} was cancelled")))
-                    if tracker is not None:
-                        fut._cancel_tracker(tracker)
+                    fut._cancel_untasked()
                 return
             fut._resolve(outcome.Value(value))
             return

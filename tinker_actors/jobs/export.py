@@ -93,7 +93,7 @@ def export_jsonl(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    by_index = dict(settings) if isinstance(settings, Mapping) else {i: s for i, s in enumerate(settings)}
+    by_index = dict(settings) if isinstance(settings, Mapping) else dict(enumerate(settings))
     enc = msgspec.json.Encoder()
     buf = bytearray()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -50,7 +50,6 @@ from tinker_actors.errors import (
     APIStatusError,
     BadRequestError,
     NotFoundError,
-    RateLimitError,
     RequestFailedError,
     UnprocessableError,
     ValidationError,

@@ -439,4 +439,4 @@ class Trainer:
         for key, value in (result or {}).items():
             line[key] = value if not isinstance(value, float) or math.isfinite(value) else None
         self._log_metrics(line)
-        log.info("trainer_eval", hook=hook.name, step=step, **{k: v for k, v in (result or {}).items()})
+        log.info("trainer_eval", hook=hook.name, step=step, **(result or {}))

@@ -1,8 +1,9 @@
 """The runtime: actors in one trio nursery owned by :func:`open_service`.
 
 See the module docstrings: ``mailbox`` (envelopes), ``supervisor``,
-``pool_actor``, ``poller``, ``heartbeat``, ``telemetry``, ``admission``,
-``sequencer``, ``budget``, ``stats``, ``config`` and ``service``.
+``pool_actor``, ``requester``, ``poller``, ``heartbeat``, ``dynamic_config``,
+``telemetry``, ``admission``, ``sequencer``, ``budget``, ``stats``, ``config``
+and ``service``.
 """
 
 from .admission import SamplingAdmission

@@ -108,11 +108,6 @@ class Mailbox(Generic[M]):
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ServiceClosedError(f"{self.name} is closed") from None
 
-    def put_nowait(self, envelope: Envelope[M, Any]) -> None:
-        if self._closed_error is not None:
-            raise ServiceClosedError(f"{self.name} is closed")
-        self._send.send_nowait(envelope)
-
     async def receive(self) -> Envelope[M, Any]:
         """Take the next envelope; it counts as in flight until answered."""
         while True:

@@ -59,7 +59,6 @@ closing) ends every pending future with the given error.
 from __future__ import annotations
 
 import enum
-import functools
 import heapq
 import math
 import random
@@ -83,6 +82,8 @@ from ..errors import (
     ResponseDecodeError,
     ServiceClosedError,
 )
+from ..wire.futures import CompleteMetadataResponse, RequestFailedResponse, TryAgainResponse
+from ..wire.futures import classify_future_response as _classify
 from .budget import FifoBudget
 from .config import PollSettings, ServerFlags
 from .requester import Requester, Resource, options, raw_parts, resource
@@ -377,59 +378,6 @@ class _Batch:
         self.running = False
 
 
-class _Crash:
-    """A bug to raise in the poller actor's own task (crash and restart it)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-@functools.cache
-def _classifier() -> Callable[[str, bytes, Any], Any]:
-    try:
-        from ..wire.futures import classify_future_response  # type: ignore[import-not-found]
-    except ImportError:
-        return _local_classify
-    return classify_future_response
-
-
-def _classify(content_type: str, body: bytes, result_type: Any) -> Any:
-    return _classifier()(content_type, body, result_type)
-
-
-class TryAgainResponse(msgspec.Struct, frozen=True):
-    queue_state: str | None = None
-    queue_state_reason: str | None = None
-
-
-class CompleteMetadataResponse(msgspec.Struct, frozen=True):
-    response_payload_size: int = 0
-
-
-class RequestFailedResponse(msgspec.Struct, frozen=True):
-    error: str = ""
-    category: str = "unknown"
-
-
-def _local_classify(content_type: str, body: bytes, result_type: Any) -> Any:
-    """Stand-in for ``wire.futures.classify_future_response`` (same outcomes)."""
-    if "application/x-protobuf" in content_type:
-        return result_type.FromString(body) if hasattr(result_type, "FromString") else body
-    data = msgspec.json.decode(body)
-    if isinstance(data, dict):
-        if data.get("type") == "try_again":
-            return TryAgainResponse(data.get("queue_state"), data.get("queue_state_reason"))
-        if data.get("status") == "complete_metadata":
-            return CompleteMetadataResponse(int(data.get("response_payload_size") or 0))
-        if "error" in data and data.get("error") is not None:
-            return RequestFailedResponse(str(data["error"]), str(data.get("category") or "unknown"))
-    if result_type is None or result_type is Any:
-        return data
-    return msgspec.convert(data, result_type)
-
-
 def _decode_error(exc: Exception, content_type: str | None, handle: FutureHandle) -> ResponseDecodeError:
     what = getattr(handle.spec.result_type, "__name__", None) or "the result"
     return ResponseDecodeError(
@@ -437,10 +385,6 @@ def _decode_error(exc: Exception, content_type: str | None, handle: FutureHandle
         endpoint="POST /api/v1/retrieve_future",
         content_type=content_type,
     )
-
-
-def _kind(obj: Any) -> str:
-    return type(obj).__name__
 
 
 def _queue_state_from_body(body: Any) -> tuple[str | None, str | None]:
@@ -480,8 +424,8 @@ class FuturePoller:
         self._timer_scope: trio.CancelScope | None = None
         self._bytes_queue: deque[FutureHandle] = deque()
         self._bytes_lot = trio.lowlevel.ParkingLot()
-        # control messages for the actor's own task: handles to place, crashes to raise
-        self._inbox_send, self._inbox_recv = trio.open_memory_channel[FutureHandle | _Crash](math.inf)
+        # the actor's own task: handles to place (anything else is a bug and crashes it)
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[FutureHandle](math.inf)
         self._cancel_send, self._cancel_recv = trio.open_memory_channel[str](math.inf)
         self._batches: dict[tuple[str, int], _Batch] = {}
         self._batched_available = True
@@ -493,14 +437,12 @@ class FuturePoller:
         self._counts = {"completed": 0, "failed": 0, "timed_out": 0, "cancelled": 0}
 
     # --- public ------------------------------------------------------------
-    def register(
-        self, spec: FutureSpec, *, drive: bool = True, on_done: Callable[[FutureHandle], None] | None = None
-    ) -> FutureHandle:
+    def register(self, spec: FutureSpec, *, on_done: Callable[[FutureHandle], None] | None = None) -> FutureHandle:
         """Start tracking a submitted request; never blocks.
 
         ``on_done``: called with the handle when it ends (see
         :meth:`FutureHandle.add_done_callback`); at once when the poller is
-        closed. ``drive=False``: tracked but not polled until :meth:`wait`.
+        closed.
         """
         handle = FutureHandle(spec, self, spec.progress_timeout or self.settings.progress_timeout)
         if on_done is not None:
@@ -509,24 +451,15 @@ class FuturePoller:
             handle._finish(FutureState.FAILED, error=self._closed)
             return handle
         self._handles[spec.request_id] = handle
-        if drive:
-            self._place(handle)
+        self._place(handle)
         return handle
-
-    async def wait(self, handle: FutureHandle) -> Any:
-        """Have the poll workers drive ``handle`` (if nobody does yet) and return its result
-        or raise its error. A caller cancelled meanwhile leaves the handle pending."""
-        if handle._where == _NEW and not handle.done:
-            self._place(handle)
-        return await handle.result()
 
     def get(self, request_id: str) -> FutureHandle | None:
         return self._handles.get(request_id)
 
-    def fail_all(self, exc: BaseException, *, refuse_new: bool = True) -> int:
-        """End every pending future with ``exc`` (session expired, closing)."""
-        if refuse_new:
-            self._closed = exc
+    def fail_all(self, exc: BaseException) -> int:
+        """End every pending future with ``exc`` (session expired, closing); later registers fail at once."""
+        self._closed = exc
         pending = list(self._handles.values())
         for handle in pending:
             handle._finish(FutureState.FAILED, error=exc)
@@ -565,8 +498,6 @@ class FuturePoller:
                     self._ensure_batch(batch)
             task_status.started()
             async for item in self._inbox_recv:
-                if isinstance(item, _Crash):
-                    raise item.error
                 if not item.done and item._where == _NEW:
                     self._place(item)
 
@@ -786,9 +717,8 @@ class FuturePoller:
         except Exception as exc:  # the body came from outside: a typed error naming the endpoint
             handle._finish(FutureState.FAILED, error=_decode_error(exc, content_type, handle))
             return
-        kind = _kind(reply)
         handle._backoff = 0.0
-        if kind == "TryAgainResponse":
+        if isinstance(reply, TryAgainResponse):
             self._observe(handle, reply.queue_state, reply.queue_state_reason)
             # a server that answers try_again at once (no long poll) must not make us spin
             wait = s.min_poll_interval * random.uniform(0.75, 1.0) - (trio.current_time() - started)
@@ -796,7 +726,7 @@ class FuturePoller:
                 self._later(handle, wait)
             else:
                 self._push(handle)
-        elif kind == "CompleteMetadataResponse":
+        elif isinstance(reply, CompleteMetadataResponse):
             handle._progress()
             if handle._metadata_first:
                 handle._metadata_first = False
@@ -806,7 +736,7 @@ class FuturePoller:
                     self._push(handle)
             else:
                 self._later(handle, s.min_poll_interval)
-        elif kind == "RequestFailedResponse":
+        elif isinstance(reply, RequestFailedResponse):
             handle._finish(
                 FutureState.FAILED,
                 error=RequestFailedError(reply.error, category=reply.category, request_id=handle.request_id),

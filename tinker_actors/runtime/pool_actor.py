@@ -2,13 +2,15 @@
 
 ::
 
-    service.request(resource, ...) ─call()─▶ Mailbox (bounded, e.g. 2× concurrency)
+    call(actor.mailbox, HttpCall) ─▶ Mailbox (bounded, e.g. 2× concurrency)
                                                  │
                               PoolActor.run: take envelope, wait for a slot
                                                  │ (at most `concurrency` at once)
                                  worker task: Requester.request(...) ─▶ Transport pool
                                                  │
                                        envelope.reply(outcome)
+
+    service.request(resource, ...) ─▶ PoolActor.request: the same slots, in the caller's task
 
 Messages: :class:`HttpCall` (a frozen Struct with the request's arguments).
 Replies: the transport's return value, or its typed error, as an ``Outcome``.
@@ -43,8 +45,8 @@ import msgspec
 import outcome
 import trio
 
-from ..errors import APIStatusError, ServiceClosedError
-from .mailbox import Mailbox, call
+from ..errors import ServiceClosedError
+from .mailbox import Mailbox
 from .requester import Requester
 from .stats import LatencyRecorder, PoolStatistics
 
@@ -191,6 +193,3 @@ class ActorRequester:
     async def request(self, resource: Any, method: str, path: str, **kwargs: Any) -> Any:
         return await self._actors[str(resource)].request(method, path, **kwargs)
 
-
-def is_status(exc: BaseException, *codes: int) -> bool:
-    return isinstance(exc, APIStatusError) and exc.status_code in codes

@@ -4,8 +4,8 @@ Actors depend on an object with the transport's ``request`` method (the
 :class:`Requester` protocol), never on the transport class itself, so tests
 inject fakes and the service can route calls through pool actors.
 
-``options(...)`` builds the transport's ``RequestOptions`` when the transport
-package provides it, else a stand-in with the same fields (fakes read either).
+``options(...)`` builds the transport's ``RequestOptions`` (shared, cached);
+``resource(...)`` maps a resource name to the transport's ``ResourceType``.
 ``raw_parts(response)`` reads a raw response's content type and body.
 """
 
@@ -15,7 +15,8 @@ import enum
 import functools
 from typing import Any, Protocol
 
-import msgspec
+from ..transport.limits import ResourceType
+from ..transport.options import RequestOptions
 
 __all__ = ["Requester", "Resource", "options", "raw_parts"]
 
@@ -47,40 +48,16 @@ class Requester(Protocol):
     ) -> Any: ...
 
 
-class _Options(msgspec.Struct, frozen=True, kw_only=True):
-    timeout: float | None = None
-    max_retries: int | None = None
-    raw: bool = False
-
-
-@functools.cache
-def _transport_options_type() -> Any:
-    try:
-        from ..transport import RequestOptions  # type: ignore[attr-defined]
-    except ImportError:
-        return _Options
-    return RequestOptions
-
-
 @functools.lru_cache(maxsize=64)
-def options(*, timeout: float | None = None, max_retries: int | None = None, raw: bool = False) -> Any:
+def options(*, timeout: float | None = None, max_retries: int | None = None, raw: bool = False) -> RequestOptions:
     """Request options (frozen, so one object per distinct set of values is shared)."""
-    cls = _transport_options_type()
-    kwargs: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
-    if raw:
-        kwargs["raw"] = True
-    return cls(**kwargs)
+    return RequestOptions(timeout=timeout, max_retries=max_retries, raw=raw)
 
 
 @functools.cache
-def resource(value: Resource | str) -> Any:
-    """Map our resource name to the transport's enum when it exists (cached: it is on every request)."""
-    name = Resource(str(value))
-    try:
-        from ..transport import ResourceType  # type: ignore[attr-defined]
-    except ImportError:
-        return name
-    return ResourceType(name.value)
+def resource(value: Resource | str) -> ResourceType:
+    """Map our resource name to the transport's enum (cached: it is on every request)."""
+    return ResourceType(Resource(str(value)).value)
 
 
 def raw_parts(response: Any) -> tuple[str, bytes]:

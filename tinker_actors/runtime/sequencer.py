@@ -20,7 +20,7 @@ server then sees a gap, which it reports on the next request.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 import trio

@@ -4,7 +4,7 @@
 
     async with open_service(...) as service:          # the only way in
         ┌──────────── one nursery ─────────────────────────────────────────┐
-        │ Transport (one httpx pool per resource)                          │
+        │ Transport (one sharded connection pool per resource)             │
         │ start-up: client/config ─▶ client/dynamic_config (404: defaults) │
         │           ─▶ create_session; server flags take effect            │
         │ supervised actors:                                               │

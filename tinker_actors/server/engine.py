@@ -186,7 +186,7 @@ class Engine:
     def _cls(self) -> Any:
         return _model.NullModel if self.null_compute else _model.TrainableModel
 
-    def create(self, base_model: str, lora: dict[str, Any], opt: dict[str, Any]) -> Any:
+    def create(self, base_model: str, lora: dict[str, Any]) -> Any:
         keys = ("rank", "seed", "train_unembed", "train_mlp", "train_attn")
         lcfg = _model.LoraConfig(**{k: v for k, v in lora.items() if k in keys})
         return self._cls()(lcfg, base_model)

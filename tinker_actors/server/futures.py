@@ -218,6 +218,3 @@ class FuturesStore:
                     return
                 self._drop(fut.request_id)
             done.popleft()
-
-    def open_count(self) -> int:
-        return sum(1 for f in self._futures.values() if not f.finished)

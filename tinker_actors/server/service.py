@@ -317,7 +317,7 @@ class LocalServer:
             return fn()
         return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
 
-    async def _model_worker(self, rt: ModelRuntime, receive: Any) -> None:
+    async def _model_worker(self, receive: Any) -> None:
         async with receive:
             async for fut, work in receive:
                 await self._execute(fut, work)
@@ -326,7 +326,7 @@ class LocalServer:
         send, receive = anyio.create_memory_object_stream[tuple[Future, Callable[[], Result]]](10_000)
         rt = ModelRuntime(run=run, handle=None, send=send)
         self.models[run.training_run_id] = rt
-        self.task_group.start_soon(self._model_worker, rt, receive)
+        self.task_group.start_soon(self._model_worker, receive)
         return rt
 
     def _model(self, model_id: str) -> ModelRuntime:
@@ -398,7 +398,7 @@ class LocalServer:
         return None
 
     def _new_run(self, sess: SessionRec, model_id: str, base_model: str, lora: dict[str, Any], opt: dict[str, Any], user_metadata: dict[str, Any] | None) -> RunRec:
-        run = RunRec(
+        return RunRec(
             training_run_id=model_id,
             session_id=sess.session_id,
             base_model=base_model,
@@ -407,7 +407,6 @@ class LocalServer:
             optimizer_config=opt,
             user_metadata=user_metadata or None,
         )
-        return run
 
     def _commit_run(self, sess: SessionRec, run: RunRec) -> None:
         self.runs[run.training_run_id] = run
@@ -435,7 +434,7 @@ class LocalServer:
         self._create_futures[model_id] = fut.request_id
 
         def work() -> Result:
-            rt.handle = self.engine.create(base_model, lora, opt)
+            rt.handle = self.engine.create(base_model, lora)
             return _json_result({"model_id": model_id, "type": "create_model"})
 
         await rt.send.send((fut, work))

@@ -4,7 +4,7 @@ owns the one retry loop of the whole client.
 A logical call gets one idempotency key, kept across every retry, and ends as a
 decoded value, a :class:`RawResponse`, a :class:`SignedURL` or a typed error
 from :mod:`tinker_actors.errors`. The API key lives only in the header dict
-sent to httpx: reprs, errors and log lines never see it.
+sent on the wire: reprs, errors and log lines never see it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import httpx
 import msgspec
 import structlog
 import trio
-import zstandard  # noqa: F401  (imported so httpx can decode zstd bodies; fail early if missing)
+import zstandard  # compresses bodies; also what httpx's decoders need for zstd answers
 
 from ..errors import (
     APIConnectionError,

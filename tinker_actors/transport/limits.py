@@ -27,10 +27,10 @@ class ResourceType(enum.StrEnum):
 
 
 class PoolLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """Connections per resource type, and how large one httpx client may grow.
+    """Connections per resource type, and how large one shard may grow.
 
-    ``shard_size`` caps the connections held by a single ``httpx.AsyncClient``:
-    a pool larger than that is split into several clients (shards). httpcore's
+    ``shard_size`` caps the connections held by a single httpcore connection
+    pool: a pool larger than that is split into several shards. httpcore's
     bookkeeping costs grow with the square of the connections in one client,
     so small shards keep per-request CPU flat (see docs/transport.md for the
     measurement that chose the default).

@@ -71,17 +71,6 @@ class RequestOptions(msgspec.Struct, frozen=True, kw_only=True):
     compress: bool = False
     max_response_bytes: int | None = None
 
-    def merge(self, other: RequestOptions | None) -> RequestOptions:
-        """``self`` with every field that ``other`` sets (non-default) replaced."""
-        if other is None:
-            return self
-        changes = {
-            field: getattr(other, field)
-            for field in self.__struct_fields__
-            if getattr(other, field) != getattr(DEFAULT_OPTIONS, field)
-        }
-        return msgspec.structs.replace(self, **changes) if changes else self
-
 
 DEFAULT_OPTIONS: Final = RequestOptions()
 

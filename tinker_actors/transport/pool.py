@@ -1,4 +1,4 @@
-"""One resource type's connections: a FIFO admission gate in front of httpx clients.
+"""One resource type's connections: a FIFO admission gate in front of httpcore shards.
 
 httpcore re-scans its connection list for every queued request and, for each
 idle connection, counts every connection again; with one client of 50-100
@@ -7,11 +7,14 @@ client CPU (DESIGN.md). So a pool
 
 * admits at most as many requests as it has connections, through one FIFO
   ``trio.CapacityLimiter`` (so httpcore never holds a queued request), and
-* splits its connections over several small httpx transport shards
-  (``httpx.AsyncHTTPTransport``, each its own httpcore pool) of at most
-  ``shard_size`` connections each (so each scan is short). Requests go to the
-  shard's transport directly; ``httpx.AsyncClient`` would add cookie, auth
-  and redirect handling we never use.
+* splits its connections over several small shards of at most ``shard_size``
+  connections each (so each scan is short). A shard is an
+  ``httpcore.AsyncConnectionPool`` on the coalescing backend
+  (:mod:`.netstream`), called directly: ``httpx.AsyncClient`` would add
+  cookie, auth and redirect handling we never use. Errors are mapped to
+  httpx's exceptions and bodies decoded with httpx's decoders. An injected
+  ``httpx`` transport (tests' ``MockTransport``) replaces the httpcore pools
+  and is shared by every shard.
 
 The limiter's total equals the sum of the shards' sizes, so an admitted request
 always finds a free slot on the pool's stack of free slots (an O(1) pop in sync
@@ -29,7 +32,7 @@ import contextlib
 import functools
 import math
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 import httpcore
@@ -171,10 +174,6 @@ class Pool:
         if stack is not None:
             with trio.CancelScope(shield=True):
                 await stack.aclose()
-
-    @property
-    def shard_sizes(self) -> Sequence[int]:
-        return self._sizes
 
     def set_proxy_budget(self, budget: int) -> None:
         self._proxy_budget = self._proxy_budget_max = budget

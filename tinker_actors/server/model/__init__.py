@@ -26,7 +26,7 @@ Training: ``TrainableModel(lora, base_model)``
     ``.sampler() -> Sampler``: a frozen copy of the current weights.
     ``.save(dir, optimizer=True)``, ``.save_sampler(dir)``,
     ``TrainableModel.load(dir, optimizer=False)``; ``load_sampler(dir)``.
-    ``.info()``: fields for get_info. ``.step``: optimizer steps so far.
+    ``.step``: optimizer steps so far.
 
 Sampling: ``Sampler`` (``Sampler.for_base_model(get_model_config(name))`` for a bare base)
     ``.sample(prompt_tokens, *, num_samples, max_tokens, temperature, top_k,

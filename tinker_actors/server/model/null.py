@@ -146,15 +146,6 @@ class NullModel:
             model._step = state.step
         return model
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "base_model": self.base_model,
-            "arch": "null",
-            "tokenizer_id": "tinker-actors/byte",
-            "lora_rank": self.lora_config.rank,
-            "is_lora": True,
-        }
-
 
 def load_null_sampler(directory: str | os.PathLike[str]) -> NullSampler:
     state = read_state(directory, with_optimizer=False)

@@ -200,16 +200,6 @@ class TrainableModel:
             model.adam.step = state.step
         return model
 
-    def info(self) -> dict[str, Any]:
-        """What ``get_info`` reports about this model."""
-        return {
-            "base_model": self.base_model,
-            "arch": "byte-transformer-1l",
-            "tokenizer_id": "tinker-actors/byte",
-            "lora_rank": self.lora_config.rank,
-            "is_lora": True,
-        }
-
 
 def load_sampler(directory: str | os.PathLike[str]) -> Sampler:
     """A sampler from any saved state (sampler or training)."""
