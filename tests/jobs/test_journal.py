@@ -80,7 +80,10 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
         elif key in done:
             resent.append(key)
     assert resent == []
-    assert done == {r.key for r in rows}
+    # The child logs "done" just after each commit (of up to 3 results), so a
+    # kill between the two leaves at most 3 committed results per kill unlogged.
+    assert done <= {r.key for r in rows}
+    assert len({r.key for r in rows} - done) <= 3 * 4
 
 
 def _with_text(req, text: str):
