@@ -25,6 +25,7 @@ import io
 import tarfile
 import time
 import urllib.parse
+import uuid
 import zlib
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -42,6 +43,7 @@ from ..wire import protobuf as wpb
 from . import engine
 from .config import ServerConfig, fault_config_from_dict
 from .http import ApiError, bad, decode_body, json_response
+from .limits import LimitError, check_body
 from .service import LocalServer
 from .storage import BadPath
 
@@ -130,6 +132,36 @@ class Gate:
         if scope["type"] != "http":
             await self.inner(scope, receive, send)
             return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, tracking_send)
+        except DroppedConnection:
+            raise
+        except Exception:
+            # A bug, not the client's fault: log it with an id the client also
+            # gets, answer 500, keep serving. Past the response start the only
+            # honest signal left is the aborted connection.
+            request_id = f"srv-{uuid.uuid4().hex[:16]}"
+            log.exception(
+                "local_server.unhandled_error",
+                request_id=request_id,
+                method=scope.get("method"),
+                route=route_name(scope.get("path", "")),
+            )
+            if started:
+                raise
+            self.server.stats.statuses["500"] += 1
+            body = {"detail": f"internal server error (request id {request_id})", "request_id": request_id}
+            await json_response(body, status=500, headers={"x-request-id": request_id})(scope, receive, send)
+
+    async def _handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         srv = self.server
         path: str = scope["path"]
         name = route_name(path)
@@ -141,7 +173,7 @@ class Gate:
             if not path.startswith(_SIGNED_LINKS) and path != f"{API}/healthz":
                 self._check_key(headers.get("x-api-key"))
             length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > srv.config.max_body_bytes:
+            if length is not None and length.isascii() and length.isdigit() and int(length) > srv.config.max_body_bytes:
                 raise ApiError(413, f"request body of {length} bytes exceeds the limit of {srv.config.max_body_bytes}")
         except ApiError as exc:
             srv.stats.statuses[str(exc.status)] += 1
@@ -280,8 +312,10 @@ def _page(request: Request, default_limit: int) -> tuple[int, int]:
 def build_routes(srv: LocalServer) -> list[Route]:
     cfg = srv.config
 
+    limits = cfg.limits
+
     async def jbody(request: Request, type_: type[Any]) -> Any:
-        return decode_body(type_, await _body(request, srv))
+        return decode_body(type_, await _body(request, srv), limits)
 
     def post(path: str, type_: type[Any], fn: Callable[[Any], Any], *, enabled: bool = True) -> Route:
         async def handler(request: Request) -> Any:
@@ -321,21 +355,24 @@ def build_routes(srv: LocalServer) -> list[Route]:
         if wpb.PROTOBUF_CONTENT_TYPE in request.headers.get("content-type", ""):
             try:
                 decoded = wpb.forward_backward_request_from_proto(raw)
+                check_body(decoded, limits)
             except msgspec.DecodeError as exc:
                 raise bad(f"request body is not a valid ForwardBackwardRequest protobuf: {exc}") from None
+            except LimitError as exc:
+                raise bad(f"invalid ForwardBackwardRequest: {exc}") from None
         else:
-            decoded = decode_body(wire.ForwardBackwardRequest, raw)
-        req = engine.fb_request(decoded)
+            decoded = decode_body(wire.ForwardBackwardRequest, raw, limits)
+        req = engine.fb_request(decoded, limits)
         return await srv.forward_backward(req, "Forward" if req.forward_only else "ForwardBackward")
 
     async def forward(request: Request) -> Any:
         # a forward_backward-shaped body is accepted too, and run forward only
-        req = engine.fb_request(await jbody(request, FORWARD_BODY))
+        req = engine.fb_request(await jbody(request, FORWARD_BODY), limits)
         req.forward_only = True
         return await srv.forward_backward(req, "Forward")
 
     async def asample(request: Request) -> Any:
-        return await srv.asample(engine.sample_request(await jbody(request, wire.SampleRequest)))
+        return await srv.asample(engine.sample_request(await jbody(request, wire.SampleRequest), limits))
 
     async def retrieve_future(request: Request) -> Any:
         req = await jbody(request, wire.FutureRetrieveRequest)

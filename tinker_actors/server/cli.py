@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         args = args[1:]
     ns = build_parser().parse_args(args)
     config = config_from_args(ns)
+    if not logging.getLogger().handlers:
+        # the server is an application: its errors (logged 500s, crashed jobs)
+        # go to stderr unless the embedding program routed logging elsewhere
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if ns.server == "uvicorn":
         try:
             import uvicorn  # noqa: F401  (optional: the bench and test extras carry it)

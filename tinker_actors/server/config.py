@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .limits import Limits
+
 PauseKind = Literal["paused_capacity", "paused_rate_limit"]
 
 
@@ -90,6 +92,8 @@ class ServerConfig:
     futures_batch_timeout_s: float = 30.0
     future_result_ttl_s: float = 600.0
     max_body_bytes: int = 64 * 1024 * 1024
+    # what one request may ask for (sizes, counts, timeouts): docs/reliability.md
+    limits: Limits = field(default_factory=Limits)
     # a result larger than this is announced with complete_metadata to an
     # allow_metadata_only poll; smaller ones come at once (0 = always announce)
     metadata_threshold_bytes: int = 64 * 1024

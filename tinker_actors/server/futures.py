@@ -179,8 +179,14 @@ class FuturesStore:
         if len(self._completions.get(session_key, [])) > cursor:
             return
         ev = self._completion_events.setdefault(session_key, anyio.Event())
-        with anyio.move_on_after(timeout_s):
-            await ev.wait()
+        try:
+            with anyio.move_on_after(timeout_s):
+                await ev.wait()
+        finally:
+            # the last waiter on a key that saw no completion takes its event
+            # along, so polls on made-up keys leave nothing behind
+            if not ev.is_set() and ev.statistics().tasks_waiting == 0 and self._completion_events.get(session_key) is ev:
+                del self._completion_events[session_key]
 
     # -- internals -----------------------------------------------------
     def _finish(self, fut: Future) -> None:

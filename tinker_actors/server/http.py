@@ -2,7 +2,9 @@
 
 Request bodies are decoded with the wire Structs (``wire.decoder(T)``), so a
 malformed or wrong-typed field is a 400 whose message is msgspec's, naming
-the field (``Expected `int`, got `str` - at `$.seq_id```).
+the field (``Expected `int`, got `str` - at `$.seq_id```); the decoded body
+then goes through the generic limits (``limits.check_body``: string and list
+sizes, 64-bit integers, nesting), again a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import msgspec
 from starlette.responses import Response
 
 from .. import wire
+from .limits import LimitError, Limits, check_body
 
 T = TypeVar("T")
 
@@ -45,11 +48,27 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
     return Response(_json.encode(obj), status_code=status, media_type="application/json", headers=headers)
 
 
-def decode_body(type_: type[T], body: bytes) -> T:
-    """``body`` as the wire Struct ``type_``; an empty body is ``{}``. 400 otherwise."""
+def decode_body(type_: type[T], body: bytes, limits: Limits | None = None) -> T:
+    """``body`` as the wire Struct ``type_``; an empty body is ``{}``. 400/413 otherwise."""
+    limits = limits or _DEFAULT_LIMITS
+    name = getattr(type_, "__name__", "request body")
+    if len(body) > limits.max_json_body_bytes:
+        raise ApiError(
+            413, f"a JSON body of {len(body)} bytes exceeds the limit of {limits.max_json_body_bytes} for JSON bodies"
+        )
     try:
-        return wire.decoder(type_).decode(body or b"{}")  # type: ignore[no-any-return]
+        value = wire.decoder(type_).decode(body or b"{}")
     except msgspec.ValidationError as exc:
-        raise bad(f"invalid {getattr(type_, '__name__', 'request body')}: {exc}") from None
+        raise bad(f"invalid {name}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise bad(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad(f"invalid {name}: the body nests deeper than {limits.max_json_depth} levels") from None
+    try:
+        check_body(value, limits)
+    except LimitError as exc:
+        raise bad(f"invalid {name}: {exc}") from None
+    return value  # type: ignore[no-any-return]
+
+
+_DEFAULT_LIMITS = Limits()

@@ -277,7 +277,16 @@ class LocalServer:
         return out
 
     async def _execute(self, fut: Future, work: Callable[[], Result]) -> None:
-        """Run one job: an injected pause, then ``work`` on the compute thread."""
+        """Run one job; whatever goes wrong fails its future, never the server."""
+        try:
+            await self._run_job(fut, work)
+        except Exception as exc:
+            log.exception("local_server.job_crashed", request_id=fut.request_id, request_type=fut.request_type)
+            fut.cancel_scope = None
+            self.futures.fail(fut, f"internal server error ({type(exc).__name__}); see the server log for {fut.request_id}", "server")
+
+    async def _run_job(self, fut: Future, work: Callable[[], Result]) -> None:
+        """An injected pause, then ``work`` on the compute thread."""
         pause = self.faults.pause_for_future()
         if pause:
             self.stats.faults["pause"] += 1
@@ -296,7 +305,7 @@ class LocalServer:
             except (ValueError, KeyError, BadPath, ValidationError) as exc:
                 self.futures.fail(fut, str(exc), "user")
             except Exception as exc:  # a bug in the model: report it, keep serving
-                log.exception("local_server.job_failed", request_type=fut.request_type)
+                log.exception("local_server.job_failed", request_id=fut.request_id, request_type=fut.request_type)
                 self.futures.fail(fut, f"{type(exc).__name__}: {exc}", "server")
             else:
                 self.stats.work_done[fut.request_type] += 1
@@ -358,6 +367,9 @@ class LocalServer:
         rt = self._model(model_id)
         if seq_id is None or seq_id < 1:
             raise bad("seq_id: must be an integer >= 1 (0 is the model's creation)")
+        ahead = self.config.limits.max_seq_ahead
+        if seq_id > rt.next_seq + ahead:
+            raise bad(f"seq_id: {seq_id} is more than {ahead} ahead of the model's next ({rt.next_seq})")
         with anyio.move_on_after(self.config.seq_wait_timeout_s):
             while rt.next_seq < seq_id:
                 await rt.seq_changed.wait()
@@ -499,8 +511,9 @@ class LocalServer:
     def _ttl(self, ttl: int | None) -> float | None:
         if ttl is None:
             return None
-        if ttl <= 0:
-            raise bad("ttl_seconds: must be a positive integer")
+        top = self.config.limits.max_ttl_seconds
+        if not 0 < ttl <= top:
+            raise bad(f"ttl_seconds: must be a positive integer of at most {top}")
         return time.time() + ttl
 
     async def save_weights(self, req: wire.SaveWeightsRequest) -> dict[str, Any]:
@@ -826,7 +839,6 @@ class LocalServer:
             raise bad("prev_cursor: must be a non-negative integer")
         timeout = req.timeout
         wait_s = self.config.futures_batch_timeout_s if timeout is None else min(timeout, self.config.futures_batch_timeout_s)
-        self.futures._completions.setdefault(key, [])
         if wait_s > 0:
             self.stats.long_poll_started()
             try:
@@ -964,7 +976,8 @@ class LocalServer:
             exp = int(expires)
         except ValueError:
             raise ApiError(403, "invalid archive link") from None
-        if not hmac.compare_digest(self.sign(path, exp), sig or ""):
+        # bytes: compare_digest refuses non-ASCII str, and a sig is hex
+        if not hmac.compare_digest(self.sign(path, exp).encode(), (sig or "").encode("utf-8", "replace")):
             raise ApiError(403, "invalid archive link signature")
         if exp < time.time():
             raise ApiError(403, "archive link has expired")

@@ -255,8 +255,10 @@ class Sampler:
         rngs = [np.random.default_rng([base_seed & 0xFFFFFFFFFFFFFFFF, i]) for i in range(n)]
         tokens = np.zeros((n, max_tokens), dtype=np.int64)
         logprobs = np.zeros((n, max_tokens), dtype=np.float32)
-        topk_ids = np.zeros((n, max_tokens, topk_sample_logprobs), dtype=np.int64)
-        topk_lps = np.zeros((n, max_tokens, topk_sample_logprobs), dtype=np.float32)
+        # never wider than the vocabulary, whatever k was asked for
+        k_sample = min(topk_sample_logprobs, cfg.vocab_size)
+        topk_ids = np.zeros((n, max_tokens, k_sample), dtype=np.int64)
+        topk_lps = np.zeros((n, max_tokens, k_sample), dtype=np.float32)
         lengths = np.full(n, max_tokens, dtype=np.int64)
         reasons: list[StopReason] = ["length"] * n
         active = np.ones(n, dtype=bool)
