@@ -2,7 +2,9 @@
 
 A raw ASGI wrapper (:class:`Gate`) sits in front of the routes and does what
 every request shares: counting, the API-key check, the body-size limit,
-injected faults and ``X-Idempotency-Key`` replay. Routes with a fixed path
+injected faults, reading the body (bounded in size and time, inflated in
+steps: ``body``), ``X-Idempotency-Key`` replay, and turning an unexpected
+exception into a logged 500 with a request id. Routes with a fixed path
 (every hot one: asample, retrieve_future, forward_backward, ...) are found
 in one dict lookup; only the REST routes with ids in the path go through
 Starlette's router, whose linear regex scan cost more than the rest of the
@@ -26,7 +28,6 @@ import tarfile
 import time
 import urllib.parse
 import uuid
-import zlib
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -42,6 +43,7 @@ from ..errors import ValidationError
 from ..wire import protobuf as wpb
 from . import engine
 from .config import ServerConfig, fault_config_from_dict
+from .body import ClientGone, inflate, read_body, replay_receive
 from .http import ApiError, bad, decode_body, json_response
 from .limits import LimitError, check_body
 from .service import LocalServer
@@ -60,6 +62,9 @@ class DroppedConnection(Exception):
 
 
 FORWARD_BODY = wire.ForwardRequest | wire.ForwardBackwardRequest
+# methods whose body the gate reads (bounded, timed, inflated) before routing
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+BODY = "tinker_actors.body"  # the scope key holding it
 # links that carry their own signature instead of an API key
 _SIGNED_LINKS = ("/_local/archive/", "/_local/files/", "/_local/trace/")
 
@@ -103,22 +108,6 @@ def _route_name(path: str) -> str:
     if head == "samplers":
         return "samplers/{id}"
     return head
-
-
-def _inflate(body: bytes, encoding: str) -> bytes:
-    encoding = encoding.strip().lower()
-    if not encoding or encoding == "identity":
-        return body
-    try:
-        if encoding == "zstd":
-            from ..wire.compression import decompress
-
-            return decompress(body)
-        if encoding in ("gzip", "deflate"):
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-    except Exception:
-        raise bad(f"request body is not valid {encoding}") from None
-    raise ApiError(415, f"unsupported Content-Encoding {encoding!r}")
 
 
 class Gate:
@@ -205,6 +194,17 @@ class Gate:
                 srv.stats.faults["drop"] += 1
                 await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
                 raise DroppedConnection("connection dropped on purpose (fault injection)")
+        if method in _BODY_METHODS:
+            try:
+                body = await self._read_body(headers, receive)
+            except ClientGone:
+                return  # nobody is left to answer
+            except ApiError as exc:
+                srv.stats.statuses[str(exc.status)] += 1
+                await exc.response()(scope, receive, send)
+                return
+            scope[BODY] = body
+            receive = replay_receive(body, receive)
         key = headers.get("x-idempotency-key")
         if method == "GET" or not key or name in _NO_REPLAY:
             await self._run(scope, receive, send)
@@ -239,6 +239,15 @@ class Gate:
             rec.body = b"".join(captured["body"])
         finally:
             srv.idempotency.finish(key, rec, keep=keep)
+
+    async def _read_body(self, headers: dict[str, str], receive: Any) -> bytes:
+        """The whole request body, inflated, within the body and time limits (see ``body``)."""
+        cfg = self.server.config
+        lim = cfg.limits
+        raw = await read_body(
+            receive, max_bytes=cfg.max_body_bytes, idle_timeout_s=lim.body_idle_timeout_s, total_timeout_s=lim.body_timeout_s
+        )
+        return await inflate(raw, headers.get("content-encoding", ""), lim.inflated_cap(cfg.max_body_bytes))
 
     async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         statuses = self.server.stats.statuses
@@ -287,15 +296,8 @@ def endpoint(fn: Callable[[Request], Awaitable[Any]]) -> Handler:
 
 
 async def _body(request: Request, server: LocalServer) -> bytes:
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > server.config.max_body_bytes:
-            raise ApiError(413, f"request body exceeds the limit of {server.config.max_body_bytes} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    return _inflate(raw, request.headers.get("content-encoding", ""))
+    """The request body the gate read, bounded and inflated (``body.read_body``)."""
+    return request.scope.get(BODY, b"")  # type: ignore[no-any-return]
 
 
 def _page(request: Request, default_limit: int) -> tuple[int, int]:

@@ -76,6 +76,43 @@ class Future:
         return self.state in (FutureState.DONE, FutureState.FAILED, FutureState.CANCELLED)
 
 
+class CompletionLog:
+    """One sampling session's finished request ids, in completion order.
+
+    Cursors are absolute positions (what ``retrieve_futures`` hands out), so
+    the log can drop its head without moving them: entries whose future the
+    store no longer holds (past its TTL) go first, and the log never holds
+    more than ``MAX`` ids. A cursor older than the head resumes at the head:
+    what it skipped is gone from the store anyway, or past the cap.
+    """
+
+    MAX = 100_000
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.base = 0  # the absolute position of ids[0]
+        self.head = 0  # ids[:head] are dropped; compacted away once they are half the list
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.ids)
+
+    def append(self, request_id: str) -> None:
+        self.ids.append(request_id)
+
+    def since(self, cursor: int) -> list[str]:
+        return self.ids[max(cursor - self.base, self.head) :]
+
+    def trim(self, live: dict[str, Any]) -> None:
+        ids = self.ids
+        while self.head < len(ids) and (len(ids) - self.head > self.MAX or ids[self.head] not in live):
+            self.head += 1
+        if self.head > len(ids) // 2:
+            del ids[: self.head]
+            self.base += self.head
+            self.head = 0
+
+
 class Lookup(enum.Enum):
     UNKNOWN = "unknown"
     EXPIRED = "expired"
@@ -94,7 +131,7 @@ class FuturesStore:
         # finished ids in completion order: the sweep only looks at the oldest
         self._done: deque[str] = deque()
         # per-sampling-session completion logs for retrieve_futures
-        self._completions: dict[str, list[str]] = {}
+        self._completions: dict[str, CompletionLog] = {}
         self._completion_events: dict[str, anyio.Event] = {}
 
     def __len__(self) -> int:
@@ -163,20 +200,24 @@ class FuturesStore:
 
     # -- sampling-session completion logs (retrieve_futures) --------------
     def track(self, fut: Future, session_key: str) -> None:
-        self._completions.setdefault(session_key, [])
+        if session_key not in self._completions:
+            self._completions[session_key] = CompletionLog()
         fut.owner = session_key
 
     def completions_since(self, session_key: str, cursor: int) -> tuple[list[Future], int]:
-        log = self._completions.get(session_key, [])
+        log = self._completions.get(session_key)
+        if log is None:
+            return [], 0
         out = []
-        for rid in log[cursor:]:
+        for rid in log.since(cursor):
             fut = self._futures.get(rid)
             if fut is not None:
                 out.append(fut)
-        return out, len(log)
+        return out, log.end
 
     async def wait_completion(self, session_key: str, cursor: int, timeout_s: float) -> None:
-        if len(self._completions.get(session_key, [])) > cursor:
+        log = self._completions.get(session_key)
+        if log is not None and log.end > cursor:
             return
         ev = self._completion_events.setdefault(session_key, anyio.Event())
         try:
@@ -195,8 +236,9 @@ class FuturesStore:
         self._done.append(fut.request_id)
         log = self._completions.get(fut.owner)
         if log is not None:
-            fut.completion_index = len(log)
+            fut.completion_index = log.end
             log.append(fut.request_id)
+            log.trim(self._futures)
             ev = self._completion_events.pop(fut.owner, None)
             if ev is not None:
                 ev.set()

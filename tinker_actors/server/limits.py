@@ -39,6 +39,10 @@ class Limits:
     max_inflated_bytes: int | None = None  # decompressed body; None = max_body_bytes
     body_idle_timeout_s: float = 15.0  # no body bytes for this long: 408
     body_timeout_s: float = 120.0  # the whole body must arrive within this
+    # a connection with no request in flight (between requests, or still
+    # sending its headers) is closed after this long. Above the client's own
+    # keep-alive expiry (30 s), so a pooled connection never races the close.
+    connection_idle_timeout_s: float = 75.0
     # generic shape of decoded bodies
     max_json_depth: int = 32  # nesting of free-form values (user_metadata)
     max_string_chars: int = 64 * 1024

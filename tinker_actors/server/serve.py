@@ -34,9 +34,12 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
     hc.backlog = 1024
     hc.accesslog = None
     hc.errorlog = None
-    hc.keep_alive_timeout = 75
+    # hypercorn's idle timer runs from the connection's start (and from each
+    # response) until a request's headers are complete, so it is also the
+    # header timeout; body stalls are the app's (limits.body_*_timeout_s)
+    hc.keep_alive_timeout = config.limits.connection_idle_timeout_s
     hc.graceful_timeout = 0.5
-    hc.h11_max_incomplete_size = 64 * 1024
+    hc.h11_max_incomplete_size = 64 * 1024  # the largest request head
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(hyper_serve, app, hc)
         task_status.started(_port_of(binds))
@@ -49,4 +52,12 @@ def serve_uvicorn(config: ServerConfig) -> None:
     app = create_app(config)
     # keep-alive as long as hypercorn's: a pooled client connection idle for a
     # few seconds must not race the server's close
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", lifespan="on", timeout_keep_alive=75)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=config.limits.connection_idle_timeout_s,  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=64 * 1024,
+    )
