@@ -45,6 +45,7 @@ from . import engine
 from .config import ServerConfig, fault_config_from_dict
 from .body import ClientGone, inflate, read_body, replay_receive
 from .http import ApiError, bad, decode_body, json_response
+from .idempotency import fingerprint, response_request_id
 from .limits import LimitError, check_body
 from .service import LocalServer
 from .storage import BadPath
@@ -209,15 +210,37 @@ class Gate:
         if method == "GET" or not key or name in _NO_REPLAY:
             await self._run(scope, receive, send)
             return
-        rec = srv.idempotency.lookup(key)
-        if rec is not None and rec.route == name:
+        await self._run_once(key, name, scope, receive, send)
+
+    async def _run_once(self, key: str, name: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Run the request, or replay the answer its ``X-Idempotency-Key`` already has (see ``idempotency``)."""
+        srv = self.server
+        cache = srv.idempotency
+        limit = srv.config.limits.max_idempotency_key_chars
+        if len(key) > limit:
+            srv.stats.statuses["400"] += 1
+            await bad(f"X-Idempotency-Key: {len(key)} characters; the limit is {limit}").response()(scope, receive, send)
+            return
+        fp = fingerprint(name, scope.get(BODY, b""), srv.sampler_identity)
+        while (rec := cache.lookup(key)) is not None:
+            if rec.fingerprint != fp:
+                srv.stats.idempotency_conflicts += 1
+                srv.stats.statuses["422"] += 1
+                await _key_conflict(key)(scope, receive, send)
+                return
             srv.stats.duplicate_idempotency_keys += 1
             await rec.done.wait()
-            if rec.ok:
-                await send({"type": "http.response.start", "status": rec.status, "headers": rec.headers})
-                await send({"type": "http.response.body", "body": rec.body})
-                return
-        rec = srv.idempotency.begin(key, name)
+            if not rec.ok:
+                continue  # its answer was not kept: look again (another try may be running)
+            if rec.request_id is not None and srv.future_is_gone(rec.request_id):
+                # the answer names a future nobody can collect any more: do the work again
+                srv.stats.idempotency_reruns += 1
+                cache.forget(key, rec)
+                break
+            await send({"type": "http.response.start", "status": rec.status, "headers": rec.headers})
+            await send({"type": "http.response.body", "body": rec.body})
+            return
+        rec = cache.begin(key, name, fp)
         captured: dict[str, Any] = {"body": []}
 
         async def capture(message: dict[str, Any]) -> None:
@@ -237,8 +260,9 @@ class Gate:
             rec.status = status
             rec.headers = captured.get("headers", [])
             rec.body = b"".join(captured["body"])
+            rec.request_id = response_request_id(rec.body) if status == 200 else None
         finally:
-            srv.idempotency.finish(key, rec, keep=keep)
+            cache.finish(key, rec, keep=keep)
 
     async def _read_body(self, headers: dict[str, str], receive: Any) -> bytes:
         """The whole request body, inflated, within the body and time limits (see ``body``)."""
@@ -266,6 +290,15 @@ class Gate:
                 raise ApiError(401, "invalid API key: expected an X-API-Key starting with 'tml-'")
         elif not key or not _consteq(key, expected):
             raise ApiError(401, "invalid API key")
+
+
+def _key_conflict(key: str) -> Response:
+    shown = key[:12] + ("..." if len(key) > 12 else "")
+    message = (
+        f"X-Idempotency-Key {shown!r} was already used for a different request (another body or route); "
+        "a new request needs a new key"
+    )
+    return ApiError(422, message, headers={"x-should-retry": "false"}).response()
 
 
 def _consteq(a: str, b: str) -> bool:

@@ -60,6 +60,9 @@ class SamplerRec:
     session_id: str
     base_model: str
     model_path: str | None = None
+    # an in-memory copy of a training model's weights (save_weights_for_sampler
+    # with a sampling_session_seq_id): its own model, equal to no other sampler
+    snapshot: bool = False
 
 
 @dataclass

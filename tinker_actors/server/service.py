@@ -29,7 +29,7 @@ from ..wire.validate import parse_tinker_path
 from . import engine
 from .config import ServerConfig
 from .faults import FaultInjector
-from .futures import Future, FuturesStore, Lookup, Result
+from .futures import Future, FuturesStore, FutureState, Lookup, Result
 from .http import ApiError, bad, dumps
 from .idempotency import IdempotencyCache
 from .records import (
@@ -382,6 +382,12 @@ class LocalServer:
             if isinstance(existing, Future) and existing.request_type == request_type:
                 self.stats.requests["resubmitted_seq"] += 1
                 return self.future_response(existing)
+            if existing is Lookup.EXPIRED:
+                raise ApiError(
+                    410,
+                    f"seq_id {seq_id} already ran on model {model_id!r} and its result has expired; training "
+                    "requests never run twice: reload the model from its last checkpoint to continue",
+                )
             raise bad(f"seq_id {seq_id} was already used for model {model_id!r} (next is {rt.next_seq})")
         fut = self._new_future(request_type, model_id)
         rt.by_seq[seq_id] = fut.request_id
@@ -572,7 +578,7 @@ class LocalServer:
                 return _json_result({"path": rec.tinker_path, "type": "save_weights_for_sampler"})
             sampler_id = f"{sess.session_id}:sample:{seq}"
             self.sampler_handles[sampler_id] = self.engine.sampler_from_model(rt.handle)
-            srec = SamplerRec(sampler_id, sess.session_id, rt.run.base_model, None)
+            srec = SamplerRec(sampler_id, sess.session_id, rt.run.base_model, None, snapshot=True)
             self._commit_sampler(sess, srec)
             return _json_result({"sampling_session_id": sampler_id, "type": "save_weights_for_sampler"})
 
@@ -786,7 +792,38 @@ class LocalServer:
         self.task_group.start_soon(self._execute, fut, work)
         return self.future_response(fut)
 
+    def sampler_identity(self, sampler_id: str) -> str | None:
+        """The model behind a sampling session, for idempotency fingerprints (None: unknown)."""
+        rec = self.samplers.get(sampler_id)
+        if rec is None:
+            return None
+        if rec.snapshot or (rec.model_path is None and not rec.base_model):
+            return f"snapshot:{rec.sampler_id}"
+        if rec.model_path is not None:
+            try:
+                run_id, kind, name = self._parse_path(rec.model_path)
+            except ApiError:
+                return f"path:{rec.model_path}"
+            ck = self.checkpoints.get(f"{run_id}/{kind}/{name}")
+            # a checkpoint overwritten under the same path is another model
+            return f"path:{rec.model_path}@{ck.time if ck else ''}"
+        return f"base:{rec.base_model}"
+
     # -- futures --------------------------------------------------------
+    def future_is_gone(self, request_id: str) -> bool:
+        """True when nobody can collect this future's result any more.
+
+        Expired or swept (410), unknown (issued before a restart), cancelled,
+        or failed on the server's side: a resend with its idempotency key
+        deserves fresh work rather than this id.
+        """
+        fut = self.futures.get(request_id)
+        if not isinstance(fut, Future):
+            return True
+        if fut.state == FutureState.CANCELLED:
+            return True
+        return fut.state == FutureState.FAILED and fut.category == "server"
+
     def lookup_future(self, request_id: str) -> Future:
         fut = self.futures.get(request_id)
         if fut is Lookup.EXPIRED:

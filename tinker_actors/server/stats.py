@@ -12,6 +12,8 @@ class ServerStats:
     requests: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     duplicate_idempotency_keys: int = 0
+    idempotency_conflicts: int = 0  # a key reused with another body or route: 422
+    idempotency_reruns: int = 0  # a key whose future was gone: the work ran again
     open_long_polls: int = 0
     peak_long_polls: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -29,6 +31,8 @@ class ServerStats:
             "requests": dict(self.requests),
             "statuses": dict(self.statuses),
             "duplicate_idempotency_keys": self.duplicate_idempotency_keys,
+            "idempotency_conflicts": self.idempotency_conflicts,
+            "idempotency_reruns": self.idempotency_reruns,
             "open_long_polls": self.open_long_polls,
             "peak_long_polls": self.peak_long_polls,
             "faults": dict(self.faults),
