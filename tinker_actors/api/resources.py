@@ -333,14 +333,13 @@ class TelemetryResource(Resource):
 
     async def send(self, request: Any, /, **kwargs: Any) -> Any:
         """POST a batch; on failure log and return None instead of raising."""
-        import structlog
-
+        from .._log import get_logger
         from ..errors import TinkerActorsError
 
         try:
             return await self.send_sync(request, **kwargs)
         except TinkerActorsError as exc:
-            structlog.get_logger().warning("telemetry_send_failed", error=type(exc).__name__)
+            get_logger(__name__).warning("telemetry_send_failed", error=type(exc).__name__)
             return None
 
 

@@ -29,6 +29,8 @@ import structlog
 import trio
 from rich.console import Console
 
+from tinker_actors._log import ROOT as LOG_ROOT
+from tinker_actors._log import get_logger
 from tinker_actors.errors import (
     APIConnectionError,
     ConfigError,
@@ -42,7 +44,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 
 DEFAULT_LOCAL_KEY = "tml-local"
 DEFAULT_DATA_DIR = Path("tinker-data")
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 
 class UsageError(Exception):
@@ -100,27 +102,45 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def configure_logging(g: Globals) -> None:
-    """structlog for the whole process: readable on a terminal, JSON lines otherwise (stderr)."""
+    """Logging for the whole process: readable on a terminal, JSON lines otherwise (stderr).
+
+    The CLI is an application: it configures structlog for the stdlib recipe and puts
+    one ``ProcessorFormatter`` handler on the root logger, so the library's events and
+    other libraries' records (httpx, hypercorn) are rendered alike. ``tinker_actors``
+    loggers log at the chosen level; other libraries only from WARNING up.
+    """
     terminal = sys.stderr.isatty()
     level_name = g.log_level or ("debug" if g.debug else ("warning" if terminal else "info"))
     level = logging.getLevelName(level_name.upper())
     if not isinstance(level, int):
         raise UsageError(f"unknown log level {level_name!r}")
-    processors: list[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso" if not terminal else "%H:%M:%S", utc=not terminal),
     ]
-    if terminal:
-        processors.append(structlog.dev.ConsoleRenderer(colors=True))
-    else:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(default=str)]
+    renderer: list[Any] = (
+        [structlog.dev.ConsoleRenderer(colors=True)]
+        if terminal
+        else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(default=str)]
+    )
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.WARNING))
+    logging.getLogger(LOG_ROOT).setLevel(level)
 
 
 # ------------------------------------------------------------------ errors

@@ -20,9 +20,9 @@ import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypedDict, TypeVar
 
-import structlog
 import trio
 
+from .._log import get_logger
 from ..api import API
 from ..errors import ServiceClosedError
 from ..runtime.admission import SamplingAdmission
@@ -35,7 +35,7 @@ from .futures import APIFuture, start_future
 
 __all__ = ["CallOptions", "OPTION_NAMES", "ClientContext", "take_options", "RawView"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 T = TypeVar("T")
 
 

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import structlog
 
+from .._log import get_logger
 from ..wire.model_input import DmelChunk, EncodedTextChunk, ImageChunk
 from ..wire.training import Datum, ForwardBackwardOutput
 
@@ -35,7 +35,7 @@ __all__ = [
     "combine_outputs",
 ]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 MAX_CHUNK_LEN = 1024
 MAX_CHUNK_BYTES = 5_000_000

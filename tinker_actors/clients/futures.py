@@ -33,9 +33,9 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import outcome
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import FutureTimeoutError, ServiceClosedError
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
 T = TypeVar("T")
 U = TypeVar("U")
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 # What awaiting a cancelled future raises: the stdlib's, so the sync facade's
 # concurrent.futures.Future and the trio future agree.

@@ -31,8 +31,8 @@ from typing import Any
 
 import msgspec
 import outcome
-import structlog
 
+from .._log import get_logger
 from ..errors import GoneError, ServiceClosedError
 from ..runtime.admission import estimate_bytes
 from ..wire import types as wt
@@ -43,7 +43,7 @@ from .tokenizer import load_tokenizer
 
 __all__ = ["SamplingClient", "register_context"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 _SEQ_STRIDE = 1_000_000_000
 MAX_RESUBMITS = 5

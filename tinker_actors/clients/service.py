@@ -20,9 +20,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import BadRequestError, NotFoundError, UnprocessableError
 from ..wire import types as wt
 from ._base import ClientContext, RawView, take_options
@@ -30,7 +30,7 @@ from .futures import APIFuture
 
 __all__ = ["ServiceClient", "open_service_client", "LossHandle", "FUTURE_KINDS"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 
 class LossHandle:

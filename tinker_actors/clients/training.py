@@ -26,9 +26,9 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import GoneError
 from ..wire import types as wt
 from ._base import ClientContext, RawView, take_options
@@ -38,7 +38,7 @@ from .tokenizer import load_tokenizer
 
 __all__ = ["TrainingClient"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

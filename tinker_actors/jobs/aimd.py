@@ -24,14 +24,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import structlog
 import trio
 
 from tinker_actors.errors import RateLimitError
 
+from .._log import get_logger
+
 __all__ = ["AimdPolicy", "AimdState", "AdaptiveLimiter", "Slot", "is_congestion", "CONGESTION_QUEUE_STATES"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 CONGESTION_QUEUE_STATES = frozenset({"paused_rate_limit", "paused_capacity"})
 

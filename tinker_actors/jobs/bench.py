@@ -23,18 +23,18 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import structlog
 import trio
 
 from tinker_actors.errors import TinkerActorsError
 from tinker_actors.wire import types as wt
 
+from .._log import get_logger
 from .bench_report import BenchReport, OpSample, build_report, write_json, write_png
 from .trainer import sft_datum
 
 __all__ = ["BenchScenario", "run_bench", "write_outputs", "split_time"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 # How often an operation looks for its request id while the submit is out.
 _ACK_CHECK_S = 0.002

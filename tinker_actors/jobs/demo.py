@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import structlog
 
 from tinker_actors.clients import load_tokenizer
 from tinker_actors.wire import types as wt
 
+from .._log import get_logger
 from .checkpoint_policy import CheckpointPolicy
 from .sweep import run_sweep
 from .sweep_spec import load_spec
@@ -32,7 +32,7 @@ from .trainer import EpochBatches, Trainer, TrainerConfig, sft_datum
 
 __all__ = ["DemoOutcome", "run_demo", "DEMO_BASE_MODEL", "CORPUS"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 DEMO_BASE_MODEL = "tinker-actors/byte-lm-tiny"
 

@@ -57,16 +57,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
-import structlog
 import trio
 
 from tinker_actors.errors import ConfigError, redact
 
+from .._log import get_logger
 from .records import SampleResult
 
 __all__ = ["Journal", "JournalRow", "JournalWriter", "PlannedRequest", "open_journal_writer"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 SCHEMA_VERSION = "1"
 

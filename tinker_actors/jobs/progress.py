@@ -17,14 +17,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import structlog
 import trio
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from .._log import get_logger
+
 __all__ = ["ProgressCounters", "ProgressSnapshot", "snapshot", "open_progress"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 
 @dataclass

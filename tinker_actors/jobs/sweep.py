@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import structlog
 import trio
 from rich.console import Console
 
@@ -56,6 +55,7 @@ from tinker_actors.errors import (
 )
 from tinker_actors.wire import types as wt
 
+from .._log import get_logger
 from .aimd import AdaptiveLimiter, AimdPolicy, is_congestion
 from .export import export_jsonl
 from .journal import Journal, open_journal_writer
@@ -65,7 +65,7 @@ from .sweep_spec import SweepRequest, SweepSpec, load_prompts, plan_requests
 
 __all__ = ["SweepOutcome", "run_sweep", "sweep_status", "export_sweep", "prompt_input"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 # How often a waiting request looks at its future's queue state for
 # congestion (a paused queue is a back-off signal like a 429).

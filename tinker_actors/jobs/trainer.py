@@ -49,12 +49,12 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import structlog
 import trio
 
 from tinker_actors.errors import TinkerActorsError
 from tinker_actors.wire import types as wt
 
+from .._log import get_logger
 from .checkpoint_policy import (
     CheckpointPolicy,
     CheckpointRecord,
@@ -81,7 +81,7 @@ __all__ = [
     "read_metrics",
 ]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 LOOP_STATE_FILE = "loop_state.json"
 METRICS_FILE = "metrics.jsonl"

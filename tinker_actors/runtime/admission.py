@@ -34,15 +34,15 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import msgspec
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import RateLimitError, ServiceClosedError
 from .budget import FifoBudget
 
 __all__ = ["SamplingAdmission", "AdmissionStatistics", "AdmissionTicket", "estimate_bytes"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 T = TypeVar("T")
 SMALL_REQUEST_BYTES = 128 * 1024
 

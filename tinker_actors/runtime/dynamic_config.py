@@ -27,16 +27,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import NotFoundError
 from .config import ServerFlags
 from .requester import Requester, Resource, options, raw_parts, resource
 
 __all__ = ["DYNAMIC_FIELDS", "MIN_REFRESH_INTERVAL_S", "DynamicConfig", "DynamicConfigRefresher", "apply_dynamic"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 PATH = "/api/v1/client/dynamic_config"
 MIN_REFRESH_INTERVAL_S = 10.0

@@ -25,15 +25,15 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import GoneError, SessionExpiredError
 from .requester import Requester, Resource, options, resource
 
 __all__ = ["SessionHealth", "HeartbeatActor"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 
 class SessionHealth(msgspec.Struct, frozen=True, kw_only=True):

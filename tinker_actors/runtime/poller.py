@@ -67,9 +67,9 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import (
     ActorCrashedError,
     APIConnectionError,
@@ -90,7 +90,7 @@ from .requester import Requester, Resource, options, raw_parts, resource
 
 __all__ = ["FutureState", "FutureSpec", "FutureStatus", "FutureHandle", "FuturePoller", "PollerStatistics"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 PROTO_RESULT_TYPES = frozenset({"SampleResponse", "ForwardBackwardOutput"})
 

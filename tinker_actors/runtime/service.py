@@ -38,9 +38,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import ActorCrashedError, NotFoundError, ServiceClosedError, SessionExpiredError
 from .admission import SamplingAdmission
 from .config import ServerFlags, ServiceConfig
@@ -56,7 +56,7 @@ from .telemetry import TelemetryBatcher, TelemetryStatistics
 
 __all__ = ["Service", "ServiceStatistics", "open_service"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 
 class ServiceStatistics(msgspec.Struct, frozen=True, kw_only=True):

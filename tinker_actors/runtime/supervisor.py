@@ -32,14 +32,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import ActorCrashedError
 
 __all__ = ["RestartPolicy", "run_supervised"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 
 class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,15 +29,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
-import structlog
 import trio
 
+from .._log import get_logger
 from ..errors import redact
 from .requester import Requester, Resource, options, resource
 
 __all__ = ["TelemetryBatcher", "TelemetryStatistics"]
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 _PROCESS_UUID = str(uuid.uuid4())
 
 

@@ -32,12 +32,12 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
 import msgspec
-import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .._log import get_logger
 from .. import wire
 from ..errors import ValidationError
 from ..wire import protobuf as wpb
@@ -50,7 +50,7 @@ from .limits import LimitError, check_body
 from .service import LocalServer
 from .storage import BadPath
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 API = "/api/v1"
 # Non-GET routes whose answers are not replayed by idempotency key: polls and

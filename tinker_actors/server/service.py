@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import anyio
 import anyio.lowlevel
-import structlog
 
+from .._log import get_logger
 from .. import wire
 from ..errors import ValidationError
 from ..wire.validate import parse_tinker_path
@@ -45,7 +45,7 @@ from .records import (
 from .stats import ServerStats
 from .storage import KINDS, BadPath, Storage, check_name, check_run_id, dir_size
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 
 class UserError(Exception):

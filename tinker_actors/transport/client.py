@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 import msgspec
-import structlog
 import trio
 import zstandard  # compresses bodies; also what httpx's decoders need for zstd answers
 
+from .._log import get_logger
 from ..errors import (
     APIConnectionError,
     APITimeoutError,
@@ -41,7 +41,7 @@ from .stats import PoolStatistics
 
 __all__ = ["Transport", "DEFAULT_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT"]
 
-log = structlog.get_logger("tinker_actors.transport")
+log = get_logger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
