@@ -17,12 +17,14 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "tinker_actors"
 
 # For each layer, the tinker_actors subpackages it must never import.
 FORBIDDEN = {
-    "wire": {"transport", "api", "runtime", "clients", "jobs", "cli", "server"},
-    "transport": {"api", "runtime", "clients", "jobs", "cli", "server"},
-    "api": {"runtime", "clients", "jobs", "cli", "server"},
-    "runtime": {"clients", "jobs", "cli", "server"},
-    "clients": {"jobs", "cli", "server"},
-    "server": {"transport", "api", "runtime", "clients", "jobs", "cli"},
+    "wire": {"transport", "api", "runtime", "clients", "jobs", "cli", "server", "sdk"},
+    "transport": {"api", "runtime", "clients", "jobs", "cli", "server", "sdk"},
+    "api": {"runtime", "clients", "jobs", "cli", "server", "sdk"},
+    "runtime": {"clients", "jobs", "cli", "server", "sdk"},
+    "clients": {"jobs", "cli", "server", "sdk"},
+    # the drop-in for SDK programs sits on the public clients, beside the jobs
+    "sdk": {"jobs", "cli", "server"},
+    "server": {"transport", "api", "runtime", "clients", "jobs", "cli", "sdk"},
 }
 
 

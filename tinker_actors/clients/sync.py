@@ -120,11 +120,19 @@ class _LoopThread:
 class SyncFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     """A ``concurrent.futures.Future`` mirroring an :class:`APIFuture` on the loop thread."""
 
-    def __init__(self, loop: _LoopThread, afut: APIFuture[Any], wrap: Callable[[Any], Any]) -> None:
+    def __init__(
+        self,
+        loop: _LoopThread,
+        afut: APIFuture[Any],
+        wrap: Callable[[Any], Any],
+        wrap_error: Callable[[BaseException], BaseException] | None = None,
+    ) -> None:
         super().__init__()
         self._loop = loop
         self._afut = afut
         self._wrap = wrap
+        # the drop-in SDK (tinker_actors.sdk) renames errors to the SDK's classes here
+        self._wrap_error = wrap_error
 
     def _settle(self, afut: APIFuture[Any]) -> None:
         # Runs on the loop thread; the concurrent Future does its own locking.
@@ -137,9 +145,14 @@ class SyncFuture(concurrent.futures.Future):  # type: ignore[type-arg]
                     super().cancel()
                     self.set_running_or_notify_cancel()
                 else:
-                    self.set_exception(error)
+                    self.set_exception(self._wrap_error(error) if self._wrap_error is not None else error)
             else:
-                self.set_result(self._wrap(afut.result_nowait()))
+                try:
+                    value = self._wrap(afut.result_nowait())
+                except Exception as exc:  # a failed conversion fails the future, never the loop
+                    self.set_exception(exc)
+                else:
+                    self.set_result(value)
         except concurrent.futures.InvalidStateError:
             pass
 
