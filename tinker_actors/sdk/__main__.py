@@ -6,6 +6,7 @@ same way. ``import tinker`` inside the program gives :mod:`tinker_actors.sdk`.
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 
@@ -27,6 +28,8 @@ def main(argv: list[str]) -> int:
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
     else:
         sys.argv = argv
+        # as `python program.py` does: the program's folder comes first on the path
+        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
         runpy.run_path(argv[0], run_name="__main__")
     return 0
 

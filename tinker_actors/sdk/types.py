@@ -32,6 +32,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, Optional, TypeAlias, Union
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -58,6 +59,43 @@ class RequestErrorCategory(enum.StrEnum):
     Unknown = "unknown"
     Server = "server"
     User = "user"
+
+
+# -- model inputs -------------------------------------------------------------------------------
+# The SDK's (pydantic) records copy what they are given; code relies on it:
+# the cookbook builds ``EncodedTextChunk(tokens=buf)`` and then clears ``buf``.
+
+
+class EncodedTextChunk(_wt.EncodedTextChunk, frozen=True, kw_only=True, eq=False):
+    """Token ids; the list given is copied, as the SDK's model does."""
+
+    def __post_init__(self) -> None:
+        tokens = self.tokens
+        copied = tokens.tolist() if isinstance(tokens, np.ndarray) else [int(t) for t in tokens]
+        msgspec.structs.force_setattr(self, "tokens", copied)
+
+
+class ModelInput(_wt.ModelInput, frozen=True, kw_only=True):
+    """A prompt or training input (a list of chunks, copied on construction)."""
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "chunks", list(self.chunks))
+
+    @classmethod
+    def from_ints(cls, tokens: Sequence[int]) -> ModelInput:
+        return cls(chunks=[EncodedTextChunk(tokens=tokens)])  # type: ignore[arg-type]
+
+    @classmethod
+    def empty(cls) -> ModelInput:
+        return cls(chunks=[])
+
+    def append(self, chunk: Any) -> ModelInput:
+        """A new ModelInput with ``chunk`` added."""
+        return ModelInput(chunks=[*self.chunks, chunk])
+
+    def append_int(self, token: int) -> ModelInput:
+        """A new ModelInput with one more token."""
+        return self.append(EncodedTextChunk(tokens=[token]))
 
 
 # -- TensorData --------------------------------------------------------------------------------
@@ -277,7 +315,7 @@ def _check_tiling(name: str, spans: Sequence[Any], length: int) -> None:
 class Datum:
     """One training example (the SDK's ``Datum``): a frozen dataclass."""
 
-    model_input: _wt.ModelInput
+    model_input: ModelInput
     loss_fn_inputs: LossFnInputs = dataclasses.field(default_factory=dict)
     model_input_spans: Optional[ProvenanceSpans] = None
     loss_fn_input_spans: Optional[ProvenanceSpans] = None
@@ -458,7 +496,7 @@ AuditLogEventType: TypeAlias = Literal["all", "checkpoints", "projects", "teams"
 
 _OWN = [
     "ModelID", "RequestID", "CustomLossInputRank", "ClientSessionFinishReasonType", "OptimParams",
-    "FutureRetrieveResponse", "RequestErrorCategory", "TensorData", "PromptProvenanceSpan",
+    "FutureRetrieveResponse", "RequestErrorCategory", "EncodedTextChunk", "ModelInput", "TensorData", "PromptProvenanceSpan",
     "SampledProvenanceSpan", "ProvenanceSpans", "LossFnInputs", "LossFnOutput", "Datum", "ForwardBackwardInput",
     "ForwardBackwardRequest", "ForwardRequest", "ForwardBackwardOutput", "SampledSequence", "PromptAltTokens",
     "SampleResponse", "ParsedCheckpointTinkerPath", "AuditLogEntry", "AuditLogResponse", "BillingEventInfo",
