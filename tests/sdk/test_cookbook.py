@@ -1,14 +1,16 @@
 """tinker-cookbook 0.6.1, unmodified, on the drop-in against the local server.
 
-Each run is a child ``python -m tinker_actors.sdk <driver>``: the driver
-(``cookbook_runs/``) only builds the cookbook's own config and calls its
-``train.main``; ``import tinker`` inside the cookbook resolves to the drop-in.
+The programs are the two in docs/cookbook.md, run as written (so the page
+stays runnable): each only builds the cookbook's own config and calls its
+``train.main``; ``tinker_actors.sdk.install()`` makes ``import tinker`` inside
+the cookbook resolve to the drop-in.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,9 +21,17 @@ import pytest
 
 pytestmark = [pytest.mark.sdk, pytest.mark.slow]
 
-RUNS = Path(__file__).resolve().parent / "cookbook_runs"
 ROOT = Path(__file__).resolve().parents[2]
-ANIMALS = ["cat", "dog", "fox", "owl", "bee", "cow", "hen", "ant"]
+DOC = ROOT / "docs" / "cookbook.md"
+
+
+def doc_program(heading: str, dest: Path) -> Path:
+    """The python block under ``## heading`` in docs/cookbook.md, written to ``dest``."""
+    section = DOC.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, heading
+    dest.write_text(blocks[0])
+    return dest
 
 
 def _env(base_url: str) -> dict[str, str]:
@@ -31,28 +41,14 @@ def _env(base_url: str) -> dict[str, str]:
     return env
 
 
-def _driver(name: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "tinker_actors.sdk", str(RUNS / name), *args]
-
-
 def _metrics(log_path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (log_path / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def _conversations(path: Path, n: int) -> None:
-    with path.open("w") as f:
-        for i in range(n):
-            animal = ANIMALS[i % len(ANIMALS)]
-            f.write(json.dumps({"messages": [
-                {"role": "user", "content": f"What does the {animal} say?"},
-                {"role": "assistant", "content": f"The {animal} says hello."},
-            ]}) + "\n")
-
-
 def test_supervised_train_loss_falls_and_a_killed_run_resumes(server_url: str, tmp_path: Path) -> None:
-    data, log_path = tmp_path / "conversations.jsonl", tmp_path / "run"
-    _conversations(data, 32)  # 8 batches of 4, 3 epochs: 24 steps, a checkpoint every 2
-    cmd = _driver("sl_run.py", str(log_path), str(data), server_url, "3")
+    # 16 conversations in batches of 4, 3 epochs: 12 steps, a checkpoint every 2
+    cmd = [sys.executable, str(doc_program("A supervised run", tmp_path / "sl_local.py"))]
+    log_path = tmp_path / "sl-run"
     checkpoints = log_path / "checkpoints.jsonl"
     with open(tmp_path / "first.log", "w") as out:
         first = subprocess.Popen(cmd, env=_env(server_url), stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -71,22 +67,21 @@ def test_supervised_train_loss_falls_and_a_killed_run_resumes(server_url: str, t
 
     second = subprocess.run(cmd, env=_env(server_url), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    output = second.stdout + second.stderr
-    assert f"Resumed training from {saved_at_kill[-1]['state_path']}" in output
+    assert f"Resumed training from {saved_at_kill[-1]['state_path']}" in second.stdout + second.stderr
 
     rows = {int(r["step"]): r for r in _metrics(log_path) if "train_mean_nll" in r}
-    assert sorted(rows) == list(range(24))  # every step logged once, across the kill
-    nll = [float(rows[s]["train_mean_nll"]) for s in range(24)]
+    assert sorted(rows) == list(range(12))  # every step logged once, across the kill
+    nll = [float(rows[s]["train_mean_nll"]) for s in range(12)]
     assert nll[-1] < 0.5 * nll[0], nll
     final = [json.loads(line) for line in checkpoints.read_text().splitlines()][-1]
     assert final["name"] == "final" and final["state_path"].startswith("tinker://")
 
 
 def test_rl_train_reward_rises(server_url: str, tmp_path: Path) -> None:
-    log_path = tmp_path / "rl"
-    run = subprocess.run(_driver("rl_run.py", str(log_path), server_url), env=_env(server_url), capture_output=True,
-                         text=True, timeout=600, cwd=tmp_path)
+    program = doc_program("An RL run", tmp_path / "rl_local.py")
+    run = subprocess.run([sys.executable, str(program)], env=_env(server_url), capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    rewards = [float(r["env/all/reward/total"]) for r in _metrics(log_path) if "env/all/reward/total" in r]
+    rewards = [float(r["env/all/reward/total"]) for r in _metrics(tmp_path / "rl-run") if "env/all/reward/total" in r]
     assert len(rewards) == 6
     assert rewards[0] < 0.1 and max(rewards[-2:]) > 0.5, rewards

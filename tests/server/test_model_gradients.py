@@ -55,12 +55,20 @@ def _cispo_weight(model: TrainableModel, datum) -> np.ndarray:
     return np.clip(np.exp(lp - inputs["logprobs"]), 0.8, 1.2) * inputs["advantages"]
 
 
+def _stable_reinforce_weight(model: TrainableModel, datum) -> np.ndarray:
+    tokens, inputs = datum
+    lp = model.forward([datum], "stable_reinforce").loss_fn_outputs[0]["logprobs"].astype(np.float64)
+    return np.minimum(np.exp(lp - inputs["logprobs"]), 2.0) * inputs["advantages"]
+
+
 @pytest.mark.parametrize("loss_fn", sorted(LOSS_FUNCTIONS))
 def test_gradient_matches_finite_differences_for_every_adapter(loss_fn: str) -> None:
     model = _model()
     datum = _datum(model, loss_fn)
     config = {"beta": 0.3} if loss_fn == "dro" else None
     frozen = _cispo_weight(model, datum) if loss_fn == "cispo" else None
+    if loss_fn == "stable_reinforce":  # also a stop-gradient weight: min(r_t, 2) A_t
+        frozen = _stable_reinforce_weight(model, datum)
     grads = model.forward_backward([datum], loss_fn, config).grads
     assert grads is not None and set(grads) == set(model.params)
     rng = np.random.default_rng(13)

@@ -14,7 +14,20 @@ importance_sampling  ``-r_t A_t``
 ppo                  ``-min(r_t A_t, clip(r_t, lo, hi) A_t)``
 cispo                ``-sg(clip(r_t, lo, hi)) A_t lp_t``  (sg = stop-gradient)
 dro                  ``-(lp_t A_t - beta/2 (lp_t - q_t)^2)``
+gspo                 ``-m_t min(s A_t, clip(s, lo, hi) A_t)`` with one ratio per
+                     sequence, ``s = exp(mean over m of (lp - q))``
+stable_reinforce     ``-sg(min(r_t, hi)) A_t lp_t``  (truncated importance weight)
 ==================== ============================================================
+
+gspo (Group Sequence Policy Optimization) scores a datum's action tokens
+as one sequence: ``m_t`` is 1 where ``A_t != 0`` (the sampled tokens; prompt
+tokens carry no advantage) and the sequence ratio is the geometric mean of
+the token ratios there, so ``ds/dlp_t = s m_t / n`` (``n = sum m``). Its
+``clip_*_threshold`` bounds apply to that sequence ratio.
+stable_reinforce is REINFORCE with the importance weight truncated from
+above at ``clip_high_threshold`` (default 2) and held constant in the
+gradient; a sampler made with ``record_stability_info`` lets the server
+check the sampled tokens it trains on against what it sampled.
 
 Config keys (``loss_fn_config``): ``clip_low_threshold`` (default 0.8) and
 ``clip_high_threshold`` (default 1.2) are ratio bounds for ppo and cispo, as in
@@ -38,7 +51,9 @@ import numpy as np
 
 __all__ = ["LOSS_FUNCTIONS", "LOSS_INPUTS", "TokenLoss", "token_loss", "check_loss_fn", "loss_config"]
 
-LOSS_FUNCTIONS: frozenset[str] = frozenset({"cross_entropy", "importance_sampling", "ppo", "cispo", "dro"})
+LOSS_FUNCTIONS: frozenset[str] = frozenset(
+    {"cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo", "stable_reinforce"}
+)
 
 # Required loss_fn_inputs per loss (cross_entropy's weights are optional).
 LOSS_INPUTS: dict[str, tuple[str, ...]] = {
@@ -47,6 +62,8 @@ LOSS_INPUTS: dict[str, tuple[str, ...]] = {
     "ppo": ("target_tokens", "logprobs", "advantages"),
     "cispo": ("target_tokens", "logprobs", "advantages"),
     "dro": ("target_tokens", "logprobs", "advantages"),
+    "gspo": ("target_tokens", "logprobs", "advantages"),
+    "stable_reinforce": ("target_tokens", "logprobs", "advantages"),
 }
 _OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {"cross_entropy": ("weights",)}
 
@@ -56,6 +73,8 @@ _CONFIG_DEFAULTS: dict[str, dict[str, float]] = {
     "ppo": {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2},
     "cispo": {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2},
     "dro": {"beta": 0.05},
+    "gspo": {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2},
+    "stable_reinforce": {"clip_high_threshold": 2.0},
 }
 
 
@@ -131,6 +150,12 @@ def token_loss(loss_fn: str, lp: np.ndarray, inputs: Mapping[str, np.ndarray], c
     ratio = np.exp(lp - q)
     if loss_fn == "importance_sampling":
         return TokenLoss(-ratio * adv, -ratio * adv, ratio)
+    if loss_fn == "gspo":
+        return _gspo(lp, q, adv, cfg)
+    if loss_fn == "stable_reinforce":
+        hi = _threshold(inputs, cfg, "clip_high_threshold", lp.shape[0])
+        weight = np.minimum(ratio, hi)
+        return TokenLoss(-weight * adv * lp, -weight * adv, ratio, ratio > hi)
     if loss_fn == "dro":
         beta = cfg["beta"]
         diff = lp - q
@@ -150,3 +175,23 @@ def token_loss(loss_fn: str, lp: np.ndarray, inputs: Mapping[str, np.ndarray], c
     if loss_fn == "cispo":
         return TokenLoss(-clipped_ratio * adv * lp, -clipped_ratio * adv, ratio, outside)
     raise AssertionError(loss_fn)  # check_loss_fn ran first
+
+
+def _gspo(lp: np.ndarray, q: np.ndarray, adv: np.ndarray, cfg: Mapping[str, float]) -> TokenLoss:
+    """gspo of one datum (see the module docstring): one ratio for its action tokens."""
+    mask = (adv != 0).astype(np.float64)
+    n = float(mask.sum())
+    if n == 0:
+        zero = np.zeros_like(lp)
+        return TokenLoss(zero, zero.copy(), np.ones_like(lp), np.zeros(lp.shape, dtype=bool))
+    seq_ratio = float(np.exp(np.sum(mask * (lp - q)) / n))
+    lo, hi = cfg["clip_low_threshold"], cfg["clip_high_threshold"]
+    clipped_ratio = min(max(seq_ratio, lo), hi)
+    unclipped_obj = seq_ratio * adv
+    use_unclipped = unclipped_obj <= clipped_ratio * adv
+    obj = mask * np.where(use_unclipped, unclipped_obj, clipped_ratio * adv)
+    # d(-sum_u obj_u)/d lp_t: only unclipped terms depend on theta, all through s.
+    live = float(np.sum(mask * adv * use_unclipped))
+    dlp = -live * seq_ratio * mask / n
+    outside = np.full(lp.shape, not lo <= seq_ratio <= hi) & (mask > 0)
+    return TokenLoss(-obj, dlp, np.full(lp.shape, seq_ratio), outside)
