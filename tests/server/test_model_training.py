@@ -177,7 +177,7 @@ def test_sampler_is_a_frozen_copy() -> None:
 @pytest.mark.parametrize(
     ("loss_fn", "inputs", "config", "message"),
     [
-        ("gspo", {"target_tokens": [1, 2]}, None, "unsupported loss_fn 'gspo'"),
+        ("custom", {"target_tokens": [1, 2]}, None, "unsupported loss_fn 'custom'"),
         ("ppo", {"target_tokens": [1, 2], "advantages": [0.0, 1.0]}, None, "needs loss_fn_inputs\\['logprobs'\\]"),
         ("cross_entropy", {"target_tokens": [1, 999]}, None, "outside the vocabulary"),
         ("cross_entropy", {"target_tokens": [1, 2, 3]}, None, "shape \\[3\\], expected \\[2\\]"),
