@@ -14,7 +14,15 @@ import sys
 
 from tinker_actors.jobs.journal import Journal
 from tinker_actors.jobs.records import SampleResult, SequenceResult
-from tinker_actors.jobs.sweep_spec import Prompt, SamplingSetting, SweepRequest, idempotency_key, request_key
+from tinker_actors.jobs.sweep_spec import (
+    ModelRef,
+    Prompt,
+    SamplingSetting,
+    SweepRequest,
+    idempotency_key,
+    request_content,
+    request_key,
+)
 
 SPEC_ID, SPEC_HASH = "crash-test", "f" * 64
 
@@ -23,8 +31,10 @@ def requests(n: int) -> list[SweepRequest]:
     setting = SamplingSetting(index=0, max_tokens=8)
     out = []
     for i in range(n):
-        key = request_key(SPEC_ID, f"p{i}", 0)
-        out.append(SweepRequest(key=key, idempotency_key=idempotency_key(key), prompt=Prompt(id=f"p{i}", line=i + 1, text=f"prompt {i}"), setting=setting))
+        prompt = Prompt(id=f"p{i}", line=i + 1, text=f"prompt {i}")
+        content = request_content(ModelRef(base_model="m"), prompt, setting, {})
+        key = request_key(SPEC_ID, prompt.id, content)
+        out.append(SweepRequest(key=key, idempotency_key=idempotency_key(key), prompt=prompt, setting=setting, content=content))
     return out
 
 

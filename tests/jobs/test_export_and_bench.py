@@ -17,7 +17,15 @@ from tinker_actors.jobs.export import export_jsonl, read_jsonl
 from tinker_actors.jobs.journal import Journal
 from tinker_actors.jobs.records import SampleResult, SequenceResult, result_from_response
 from tinker_actors.jobs.stats import percentile
-from tinker_actors.jobs.sweep_spec import Prompt, SamplingSetting, SweepRequest, idempotency_key, request_key
+from tinker_actors.jobs.sweep_spec import (
+    ModelRef,
+    Prompt,
+    SamplingSetting,
+    SweepRequest,
+    idempotency_key,
+    request_content,
+    request_key,
+)
 
 
 def _journal(tmp_path: Path) -> tuple[Journal, list[SweepRequest], list[SamplingSetting]]:
@@ -25,8 +33,9 @@ def _journal(tmp_path: Path) -> tuple[Journal, list[SweepRequest], list[Sampling
     reqs = []
     for p in (Prompt(id="a", line=1, text="hi"), Prompt(id="b", line=2, tokens=(5, 6))):
         for s in settings_:
-            key = request_key("exp", p.id, s.index)
-            reqs.append(SweepRequest(key=key, idempotency_key=idempotency_key(key), prompt=p, setting=s))
+            content = request_content(ModelRef(base_model="m"), p, s, {})
+            key = request_key("exp", p.id, content)
+            reqs.append(SweepRequest(key=key, idempotency_key=idempotency_key(key), prompt=p, setting=s, content=content))
     j = Journal.open(tmp_path / "j.sqlite", spec_id="exp", spec_hash="h")
     j.plan(reqs)
     return j, reqs, settings_

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,16 @@ import pytest
 import trio
 
 from tinker_actors.errors import ConfigError
-from tinker_actors.jobs.journal import Journal, open_journal_writer
+from tinker_actors.jobs.journal import Journal, JournalCorruptError, open_journal_writer
 from tinker_actors.jobs.records import SampleResult, SequenceResult
-from tinker_actors.jobs.sweep_spec import Prompt
+from tinker_actors.jobs.sweep_spec import (
+    ModelRef,
+    Prompt,
+    SweepRequest,
+    idempotency_key,
+    request_content,
+    request_key,
+)
 
 import _journal_child as child  # tests/jobs is on sys.path (pytest rootdir-less import)
 
@@ -87,9 +95,11 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
 
 
 def _with_text(req, text: str):
-    import msgspec
-
-    return msgspec.structs.replace(req, prompt=Prompt(id=req.prompt.id, line=req.prompt.line, text=text))
+    """``req`` with other text under the same prompt id, keyed as the planner would key it."""
+    prompt = Prompt(id=req.prompt.id, line=req.prompt.line, text=text)
+    content = request_content(ModelRef(base_model="m"), prompt, req.setting, {})
+    key = request_key(child.SPEC_ID, prompt.id, content)
+    return SweepRequest(key=key, idempotency_key=idempotency_key(key), prompt=prompt, setting=req.setting, content=content)
 
 
 def _result(n: int = 3) -> SampleResult:
@@ -193,3 +203,107 @@ async def test_writer_batches_by_size_and_time(tmp_path: Path, autojump_clock: t
     assert journal.counts()["done"] == 6 and journal.counts()["failed"] == 1
     assert writer.commits == 3
     journal.close()
+
+
+def _filled(db: Path, n: int = 400) -> list[SweepRequest]:
+    reqs = child.requests(n)
+    with Journal.open(db, spec_id=child.SPEC_ID, spec_hash=child.SPEC_HASH) as journal:
+        journal.plan(reqs)
+        with journal.transaction():
+            for r in reqs:
+                journal.mark_sent(r.key)
+                journal.record_result(r.key, child.result_for(r.key))
+    # fold the WAL into the main file, so damage to the file is damage to the data
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return reqs
+
+
+@pytest.mark.parametrize("damage", ["pages", "header"])
+def test_a_corrupt_journal_names_the_file_and_the_way_out(tmp_path: Path, damage: str) -> None:
+    """Issue 11: "DatabaseError: database disk image is malformed", naming no file and no way out."""
+    db = tmp_path / "j.sqlite"
+    reqs = _filled(db)
+    data = bytearray(db.read_bytes())
+    rng = random.Random(11)
+    if damage == "pages":  # garbage over every b-tree page after the schema page
+        for page in range(1, len(data) // 4096):
+            start = page * 4096
+            data[start : start + 4096] = bytes(rng.randrange(256) for _ in range(4096))
+    else:
+        data[:100] = b"\x00" * 100
+    db.write_bytes(bytes(data))
+
+    def use() -> None:
+        with Journal.open(db, spec_id=child.SPEC_ID, spec_hash=child.SPEC_HASH) as journal:
+            journal.plan(reqs)
+            list(journal.pending())
+
+    with pytest.raises(JournalCorruptError) as info:
+        use()
+    message = str(info.value)
+    assert info.value.path == db and isinstance(info.value, ConfigError)
+    assert message.startswith(f"{db}: the sweep journal is damaged")
+    assert "--journal" in message and f"mv {db}" in message and ".recover" in message
+    # read-only users (status, export) get the same answer
+    with pytest.raises(JournalCorruptError):
+        with Journal.open(db, spec_id=child.SPEC_ID, spec_hash=child.SPEC_HASH, readonly=True) as journal:
+            journal.counts()
+            list(journal.results())
+    # moved aside, the sweep starts over in a fresh file
+    db.rename(tmp_path / "j.sqlite.damaged")
+    with Journal.open(db, spec_id=child.SPEC_ID, spec_hash=child.SPEC_HASH) as journal:
+        assert journal.plan(reqs) == len(reqs)
+
+
+def test_an_older_journal_stays_readable_and_is_refused_for_writing(tmp_path: Path) -> None:
+    db = tmp_path / "j.sqlite"
+    reqs = _filled(db, 5)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP INDEX requests_slot")
+    conn.execute("ALTER TABLE requests DROP COLUMN generation")
+    conn.execute("UPDATE meta SET value = '1' WHERE name = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with Journal.open(db, spec_id=child.SPEC_ID, spec_hash=child.SPEC_HASH, readonly=True) as journal:
+        assert journal.counts()["done"] == 5
+        assert [r.result for r in journal.results()] == [child.result_for(r.key) for r in reqs]
+    with pytest.raises(ConfigError, match=r"older tinker_actors whose request keys did not cover .* new journal"):
+        Journal.open(db, spec_id=child.SPEC_ID, spec_hash=child.SPEC_HASH)
+
+
+def test_next_generation_is_committed_once_per_forgotten_key(tmp_path: Path) -> None:
+    with Journal.open(tmp_path / "j.sqlite", spec_id="s", spec_hash="h") as journal:
+        (req,) = child.requests(1)
+        journal.plan([req])
+        journal.mark_sent(req.key, request_id="req-dead")
+        assert journal.get(req.key).idempotency_key == idempotency_key(req.key)
+        gen, key = journal.next_generation(req.key, seen=0)
+        assert (gen, key) == (1, idempotency_key(req.key, 1))
+        # a second task that saw the same dead key does not skip a generation
+        assert journal.next_generation(req.key, seen=0) == (1, key)
+        row = journal.get(req.key)
+        assert (row.generation, row.idempotency_key, row.request_id) == (1, key, None)
+    # the move survives a restart: the next process sends under the new key
+    with Journal.open(tmp_path / "j.sqlite", spec_id="s", spec_hash="h") as journal:
+        (row,) = journal.pending()
+        assert (row.generation, row.idempotency_key) == (1, key)
+
+
+def test_the_cli_reports_a_corrupt_journal_and_runs_on_a_new_one(tmp_path: Path) -> None:
+    (tmp_path / "p.jsonl").write_text('{"text": "hello"}\n')
+    (tmp_path / "s.toml").write_text(
+        '[model]\nbase_model = "tinker-actors/byte-lm-tiny"\n[input]\nprompts = "p.jsonl"\n'
+        '[output]\njournal = "j.sqlite"\nresults = "r.jsonl"\n'
+    )
+    (tmp_path / "j.sqlite").write_bytes(b"this is not a journal" * 500)
+    cmd = [sys.executable, "-m", "tinker_actors", "sweep", "s.toml", "--status"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    damaged = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert damaged.returncode == 2, damaged.stderr
+    assert "j.sqlite: the sweep journal is damaged" in damaged.stderr and "--journal NEW.sqlite" in damaged.stderr
+    assert "Traceback" not in damaged.stderr
+    fresh = subprocess.run([*cmd, "--journal", "new.sqlite"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "new.sqlite: no journal yet" in fresh.stdout

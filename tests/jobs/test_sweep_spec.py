@@ -158,7 +158,70 @@ def test_request_keys_are_stable_and_distinct(tmp_path: Path) -> None:
     again = list(plan_requests(load_spec(tmp_path / "s.toml"), load_prompts(spec.prompts_path)))
     assert [(r.key, r.idempotency_key) for r in again] == [(r.key, r.idempotency_key) for r in reqs]
     r = reqs[13]
-    assert r.key == request_key("grid-test", r.prompt.id, r.setting.index)
+    assert r.key == request_key("grid-test", r.prompt.id, r.content)
     assert r.idempotency_key == idempotency_key(r.key) and r.idempotency_key.startswith("sweep-")
-    # ids cannot run together: ("a", 12) and ("a1", 2) are different requests
-    assert request_key("s", "a", 12) != request_key("s", "a1", 2)
+    # ids cannot run together: ("a", "12") and ("a1", "2") are different requests
+    assert request_key("s", "a", "12") != request_key("s", "a1", "2")
+    # a later generation is a different key, derived the same way every time
+    assert idempotency_key(r.key, 1) not in (idempotency_key(r.key), idempotency_key(r.key, 2))
+    assert idempotency_key(r.key, 1) == idempotency_key(r.key, 1)
+
+
+def test_request_identity_covers_every_part_of_its_content(tmp_path: Path) -> None:
+    """Changing anything a result depends on changes the key and the idempotency key (issue 10, case 1)."""
+    write(tmp_path, "prompts.jsonl", json.dumps({"id": "q", "tokens": [1, 2, 3]}) + "\n")
+    one = SPEC.replace("temperature = [0.0, 0.7, 1.0]", "temperature = 0.7").replace("max_tokens = [16, 64]", "max_tokens = 16")
+    one = one.replace("seed = [1, 2]", "seed = 1")
+
+    def keys(text: str, prompts: str | None = None) -> tuple[str, str]:
+        if prompts is not None:
+            write(tmp_path, "prompts.jsonl", prompts)
+        spec = load_spec(write(tmp_path, "s.toml", text))
+        (req,) = plan_requests(spec, load_prompts(spec.prompts_path))
+        write(tmp_path, "prompts.jsonl", json.dumps({"id": "q", "tokens": [1, 2, 3]}) + "\n")
+        return req.key, req.idempotency_key
+
+    base = keys(one)
+    assert keys(one) == base  # stable
+    edits = {
+        "model": ('base_model = "Qwen/Qwen3-8B"', 'base_model = "Qwen/Qwen3-4B"'),
+        "model_path": ('base_model = "Qwen/Qwen3-8B"', 'model_path = "tinker://run/sampler_weights/a"'),
+        "temperature": ("temperature = 0.7", "temperature = 0.8"),
+        "top_p": ("[sampling]", "[sampling]\ntop_p = 0.9"),
+        "top_k": ("[sampling]", "[sampling]\ntop_k = 5"),
+        "max_tokens": ("max_tokens = 16", "max_tokens = 17"),
+        "seed": ("seed = 1", "seed = 2"),
+        "stop": ('stop = ["\\n\\n"]', 'stop = ["."]'),
+        "num_samples": ("num_samples = 4", "num_samples = 3"),
+        "include_prompt_logprobs": ("include_prompt_logprobs = true", "include_prompt_logprobs = false"),
+        "topk_prompt_logprobs": ("[sampling]", "[sampling]\ntopk_prompt_logprobs = 2"),
+        "topk_sample_logprobs": ("[sampling]", "[sampling]\ntopk_sample_logprobs = 2"),
+        "name": ('name = "grid-test"', 'name = "other"'),
+    }
+    seen = {base}
+    for what, (old, new) in edits.items():
+        assert old in one, what
+        got = keys(one.replace(old, new))
+        assert got[0] != base[0] and got[1] != base[1], what
+        seen.add(got)
+    assert len(seen) == len(edits) + 1
+    # the prompt's content under the same id, text or tokens
+    assert keys(one, json.dumps({"id": "q", "tokens": [1, 2, 4]}) + "\n") != base
+    assert keys(one, json.dumps({"id": "q", "text": "abc"}) + "\n") != keys(one, json.dumps({"id": "q", "text": "abd"}) + "\n")
+    # what does not change a result does not change the key
+    assert keys(one.replace("max = 128", "max = 3").replace('journal = "out/j.sqlite"', 'journal = "x.sqlite"')) == base
+
+
+def test_duplicate_grid_points_and_retry_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[sampling\] \*: settings 0 and 4 are the same point"):
+        load_spec(write(tmp_path, "s.toml", SPEC.replace("temperature = [0.0, 0.7, 1.0]", "temperature = [0.5, 0.5]")))
+    spec = load_spec(write(tmp_path, "s.toml", SPEC))
+    assert spec.give_up_after_s == 7200.0
+    spec = load_spec(write(tmp_path, "s.toml", SPEC + "\n[retry]\ngive_up_after_s = 90\n"))
+    assert spec.give_up_after_s == 90.0
+    assert load_spec(write(tmp_path, "s.toml", SPEC + "\n[retry]\ngive_up_after_s = inf\n")).give_up_after_s is None
+    # not part of what a request means
+    assert spec.spec_hash == load_spec(write(tmp_path, "t.toml", SPEC)).spec_hash
+    for bad in ("0", "-1", '"1h"', "true"):
+        with pytest.raises(ConfigError, match=r"\[retry\] give_up_after_s: must be a positive number"):
+            load_spec(write(tmp_path, "s.toml", SPEC + f"\n[retry]\ngive_up_after_s = {bad}\n"))

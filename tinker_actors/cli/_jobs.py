@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 from rich.console import Console
 
@@ -51,6 +52,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="log lines instead of a bar")
     p.add_argument("--log-interval", type=float, default=10.0, help="seconds between progress log lines when not on a terminal")
     p.add_argument("--durable", action="store_true", help="fsync every journal commit (survives power loss, slower)")
+    p.add_argument("--journal", type=Path, default=None, metavar="PATH", help="use this journal file instead of [output] journal")
     p.set_defaults(handler=cmd_sweep)
 
     p = add(
@@ -150,6 +152,8 @@ async def cmd_sweep(ns: argparse.Namespace, g: Globals) -> int:
     from tinker_actors.jobs.sweep_spec import load_spec
 
     spec = load_spec(ns.spec)
+    if ns.journal is not None:
+        spec = msgspec.structs.replace(spec, journal_path=ns.journal)
     if ns.status:
         status = sweep_status(spec)
         g.emit(status, lambda c: c.print(_status_line(status)))

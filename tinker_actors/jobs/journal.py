@@ -35,6 +35,17 @@ and can be grouped: :meth:`Journal.transaction` batches synchronous calls into
 one commit, and :class:`JournalWriter` buffers results from many tasks and
 commits them in batches from one trio task.
 
+Keys and generations. A row carries its request key (which covers the
+request's content, see ``sweep_spec``) and the idempotency key it is sent
+under. When the server has forgotten a request's future (410, or 404 after a
+restart) :meth:`Journal.next_generation` moves the row to a new, derived
+idempotency key and commits that *before* the request is sent again, so a
+crash after the re-send still re-sends under the same new key.
+
+Damage. A journal SQLite cannot read (``database disk image is malformed``,
+``file is not a database``) raises :class:`JournalCorruptError`, which names
+the file and says how to start over and what can still be recovered.
+
 One writer. A sidecar ``<journal>.lock`` file is held with ``flock`` while a
 journal is open for writing, so a second sweep on the same journal fails fast
 instead of interleaving; the OS drops the lock when the process dies.
@@ -63,12 +74,60 @@ from tinker_actors.errors import ConfigError, redact
 
 from .._log import get_logger
 from .records import SampleResult
+from .sweep_spec import idempotency_key
 
-__all__ = ["Journal", "JournalRow", "JournalWriter", "PlannedRequest", "open_journal_writer"]
+__all__ = [
+    "Journal",
+    "JournalCorruptError",
+    "JournalRow",
+    "JournalWriter",
+    "PlannedRequest",
+    "open_journal_writer",
+]
 
 log = get_logger(__name__)
 
-SCHEMA_VERSION = "1"
+# 2: request keys cover the request's content; rows have a generation.
+SCHEMA_VERSION = "2"
+_READABLE_SCHEMAS = ("1", "2")
+
+
+class JournalCorruptError(ConfigError):
+    """The journal file is damaged: SQLite cannot read it.
+
+    ``path`` is the file; the message says how to start over and what can be
+    recovered.
+    """
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: the sweep journal is damaged and cannot be read (sqlite: {detail}). "
+            f"To start over, move it aside (mv {path} {path}.damaged; also its -wal and -shm "
+            f"files if present) or point the sweep at a new journal (--journal NEW.sqlite, or [output] journal). "
+            "What is recoverable: the results file written by the last finished run is untouched; finished results "
+            f"still readable in the damaged file can be salvaged with the sqlite3 shell "
+            f"(sqlite3 {path} .recover | sqlite3 recovered.sqlite); requests sent again under the same sweep "
+            "name reuse their idempotency keys, so a server that still has them answers without computing again."
+        )
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    # SQLITE_CORRUPT and SQLITE_NOTADB surface as the base DatabaseError; the
+    # subclasses (OperationalError for locks and I/O, IntegrityError, ...) are
+    # other problems.
+    name = getattr(exc, "sqlite_errorname", "")
+    return type(exc) is sqlite3.DatabaseError or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+@contextlib.contextmanager
+def _guard(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if _is_corruption(exc):
+            raise JournalCorruptError(path, str(exc)) from None
+        raise
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -94,9 +153,11 @@ CREATE TABLE IF NOT EXISTS requests (
     result          BLOB,
     error           TEXT,
     retryable       INTEGER,
+    generation      INTEGER NOT NULL DEFAULT 0,
     CHECK ((state = 'done') = (result IS NOT NULL))
 );
 CREATE INDEX IF NOT EXISTS requests_open ON requests (state) WHERE state != 'done';
+CREATE INDEX IF NOT EXISTS requests_slot ON requests (prompt_id, setting_index);
 """
 
 _encode = msgspec.json.Encoder().encode
@@ -135,12 +196,15 @@ class JournalRow(msgspec.Struct, frozen=True, kw_only=True):
     result: SampleResult | None = None
     error: str | None = None
     retryable: bool | None = None
+    generation: int = 0
 
 
 _ROW_COLUMNS = (
     "seq, key, idempotency_key, prompt_id, setting_index, state, attempts, request_id,"
-    " sent_at, finished_at, latency_s, stop_reasons, result, error, retryable"
+    " sent_at, finished_at, latency_s, stop_reasons, result, error, retryable, generation"
 )
+# Schema 1 has no generation column (every row is at generation 0).
+_ROW_COLUMNS_V1 = _ROW_COLUMNS.replace(", generation", ", 0")
 
 
 def _row(r: tuple[Any, ...], *, with_result: bool = True) -> JournalRow:
@@ -160,6 +224,7 @@ def _row(r: tuple[Any, ...], *, with_result: bool = True) -> JournalRow:
         result=_decode_result(r[12]) if with_result and r[12] is not None else None,
         error=r[13],
         retryable=None if r[14] is None else bool(r[14]),
+        generation=int(r[15]),
     )
 
 
@@ -171,6 +236,7 @@ class Journal:
         self.path = path
         self._lock_fd = lock_fd
         self._tx_depth = 0
+        self._columns = _ROW_COLUMNS
 
     # ------------------------------------------------------------ lifecycle
 
@@ -187,7 +253,8 @@ class Journal:
         """Open the journal of a spec, creating it if missing.
 
         Raises ConfigError if the file belongs to another spec (its spec hash
-        differs) or another process is writing to it.
+        differs) or another process is writing to it, and
+        :class:`JournalCorruptError` if SQLite cannot read it.
         """
         path = Path(path)
         lock_fd = None
@@ -200,12 +267,15 @@ class Journal:
             lock_fd = _take_lock(path)
             conn = sqlite3.connect(path, isolation_level=None)
         try:
-            if not readonly:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                conn.executescript(_SCHEMA)
-            journal = cls(conn, path, lock_fd)
-            journal._claim(spec_id, spec_hash, readonly=readonly)
+            with _guard(path):
+                if not readonly:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                    # An older journal is refused by _claim before the new schema touches it.
+                    if _schema_of(conn) in (None, SCHEMA_VERSION):
+                        conn.executescript(_SCHEMA)
+                journal = cls(conn, path, lock_fd)
+                journal._claim(spec_id, spec_hash, readonly=readonly)
         except BaseException:
             conn.close()
             if lock_fd is not None:
@@ -214,6 +284,8 @@ class Journal:
         return journal
 
     def _claim(self, spec_id: str, spec_hash: str, *, readonly: bool) -> None:
+        if _schema_of(self._conn) is None and readonly:
+            raise ConfigError(f"{self.path}: not a sweep journal (no metadata)")
         meta = dict(self._conn.execute("SELECT name, value FROM meta"))
         if not meta:
             if readonly:
@@ -229,8 +301,18 @@ class Journal:
                     ],
                 )
             return
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise ConfigError(f"{self.path}: journal schema {meta.get('schema_version')!r}, expected {SCHEMA_VERSION!r}")
+        version = meta.get("schema_version")
+        if version == "1" and readonly:
+            self._columns = _ROW_COLUMNS_V1
+        elif version == "1":
+            raise ConfigError(
+                f"{self.path}: this journal was written by an older tinker_actors whose request keys did not "
+                "cover the request's content (a changed grid under the same sweep name was answered with old "
+                "results). Its results stay readable (--status, --export-only). To continue the sweep, point it "
+                "at a new journal (--journal NEW.sqlite, or [output] journal)."
+            )
+        elif version not in _READABLE_SCHEMAS:
+            raise ConfigError(f"{self.path}: journal schema {version!r}, expected {SCHEMA_VERSION!r}")
         if meta.get("spec_hash") != spec_hash or meta.get("spec_id") != spec_id:
             raise ConfigError(
                 f"{self.path}: journal belongs to a different sweep spec "
@@ -261,16 +343,18 @@ class Journal:
             finally:
                 self._tx_depth -= 1
             return
-        self._conn.execute("BEGIN IMMEDIATE")
-        self._tx_depth = 1
-        try:
-            yield
-        except BaseException:
+        with _guard(self.path):
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._tx_depth = 1
+            try:
+                yield
+            except BaseException:
+                self._tx_depth = 0
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
             self._tx_depth = 0
-            self._conn.execute("ROLLBACK")
-            raise
-        self._tx_depth = 0
-        self._conn.execute("COMMIT")
+            self._conn.execute("COMMIT")
 
     # ------------------------------------------------------------ writes
 
@@ -278,10 +362,10 @@ class Journal:
         """Insert every request not yet journaled; returns how many were new.
 
         Idempotent: re-planning the same sweep inserts nothing. A request whose
-        key exists with a different payload digest (its prompt's content changed
-        under the same id) raises ConfigError and inserts nothing.
+        (prompt id, setting) is journaled under another key (its prompt's
+        content changed under the same id) raises ConfigError and inserts nothing.
         """
-        with self.transaction():
+        with _guard(self.path), self.transaction():
             self._conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS plan_in (key TEXT PRIMARY KEY, idem TEXT, pid TEXT, sidx INTEGER, digest TEXT)"
             )
@@ -294,7 +378,8 @@ class Journal:
             except sqlite3.IntegrityError:
                 raise ConfigError(f"{self.path}: the plan lists the same request key twice") from None
             clash = self._conn.execute(
-                "SELECT p.pid, p.sidx FROM plan_in p JOIN requests r USING (key) WHERE r.payload_digest != p.digest LIMIT 1"
+                "SELECT p.pid, p.sidx FROM plan_in p JOIN requests r ON r.prompt_id = p.pid AND r.setting_index = p.sidx"
+                " WHERE r.key != p.key OR r.payload_digest != p.digest LIMIT 1"
             ).fetchone()
             if clash:
                 raise ConfigError(
@@ -322,6 +407,27 @@ class Journal:
             if cur.rowcount == 0:
                 self._require(key)
         return cur.rowcount == 1
+
+    def next_generation(self, key: str, *, seen: int) -> tuple[int, str]:
+        """Move ``key`` to a new idempotency key, because the server forgot the old one's future.
+
+        ``seen`` is the generation the caller sent under; if the row already
+        moved past it nothing changes. Returns the row's (generation,
+        idempotency key) as committed, before anything is sent under it.
+        """
+        with _guard(self.path), self.transaction():
+            row = self._conn.execute("SELECT generation, idempotency_key FROM requests WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                raise KeyError(f"request {key!r} is not in the journal {self.path}")
+            generation, idem = int(row[0]), str(row[1])
+            if generation == seen:
+                generation += 1
+                idem = idempotency_key(key, generation)
+                self._conn.execute(
+                    "UPDATE requests SET generation = ?, idempotency_key = ?, request_id = NULL WHERE key = ? AND state != 'done'",
+                    (generation, idem, key),
+                )
+        return generation, idem
 
     def record_request_id(self, key: str, request_id: str) -> None:
         """Remember the server's future id, so a restarted process can re-attach."""
@@ -384,23 +490,26 @@ class Journal:
         where = "state != 'done'" if include_failed else "state != 'done' AND NOT (state = 'failed' AND retryable = 0)"
         # fetchall: the caller writes while iterating, and a live cursor over
         # rows being updated would see its own writes.
-        rows = self._conn.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE {where} ORDER BY seq").fetchall()
+        with _guard(self.path):
+            rows = self._conn.execute(f"SELECT {self._columns} FROM requests WHERE {where} ORDER BY seq").fetchall()
         for r in rows:
             yield _row(r, with_result=False)
 
     def get(self, key: str) -> JournalRow | None:
-        r = self._conn.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE key = ?", (key,)).fetchone()
+        with _guard(self.path):
+            r = self._conn.execute(f"SELECT {self._columns} FROM requests WHERE key = ?", (key,)).fetchone()
         return None if r is None else _row(r)
 
     def counts(self) -> dict[str, int]:
         """Rows per state, plus ``total`` and ``failed_permanent``."""
         out = {"pending": 0, "sent": 0, "done": 0, "failed": 0}
-        for state, n in self._conn.execute("SELECT state, count(*) FROM requests GROUP BY state"):
-            out[state] = n
-        out["total"] = sum(out.values())
-        (out["failed_permanent"],) = self._conn.execute(
-            "SELECT count(*) FROM requests WHERE state = 'failed' AND retryable = 0"
-        ).fetchone()
+        with _guard(self.path):
+            for state, n in self._conn.execute("SELECT state, count(*) FROM requests GROUP BY state"):
+                out[state] = n
+            out["total"] = sum(out.values())
+            (out["failed_permanent"],) = self._conn.execute(
+                "SELECT count(*) FROM requests WHERE state = 'failed' AND retryable = 0"
+            ).fetchone()
         return out
 
     def results(self, *, states: Iterable[str] = ("done", "failed"), batch: int = 1000) -> Iterator[JournalRow]:
@@ -409,10 +518,11 @@ class Journal:
         marks = ",".join("?" * len(wanted))
         last = 0
         while True:
-            rows = self._conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM requests WHERE state IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?",
-                (*wanted, last, batch),
-            ).fetchall()
+            with _guard(self.path):
+                rows = self._conn.execute(
+                    f"SELECT {self._columns} FROM requests WHERE state IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?",
+                    (*wanted, last, batch),
+                ).fetchall()
             if not rows:
                 return
             for r in rows:
@@ -420,7 +530,16 @@ class Journal:
             last = rows[-1][0]
 
     def meta(self) -> dict[str, str]:
-        return dict(self._conn.execute("SELECT name, value FROM meta"))
+        with _guard(self.path):
+            return dict(self._conn.execute("SELECT name, value FROM meta"))
+
+
+def _schema_of(conn: sqlite3.Connection) -> str | None:
+    """The journal's schema version; None for a file with no journal in it yet."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    return None if row is None else str(row[0])
 
 
 def _take_lock(path: Path) -> int:

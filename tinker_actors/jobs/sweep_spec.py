@@ -31,6 +31,9 @@ A spec is TOML (read with the stdlib ``tomllib``) or JSON with the same shape::
     max = 256                     # the AIMD controller starts here
     min = 4                       # and never goes below this
 
+    [retry]
+    give_up_after_s = 7200        # stop (resumable) after the server was unreachable this long; inf: never
+
 Every prompt × every point of the grid is one request. The grid's axes are
 expanded in a fixed order (temperature, top_p, top_k, max_tokens, num_samples,
 seed, stop) whatever order the file lists them in, so a setting's index depends
@@ -44,13 +47,21 @@ Prompts are JSONL, one per line: ``{"text": "..."}`` or ``{"tokens": [1, 2]}``
 with an optional ``"id"`` (a string or int). A line without an id gets
 ``line-<n>``, which stays stable as long as lines are only appended.
 
-Keys. A request's key is a hash of (spec id, prompt id, setting index); its
-idempotency key is derived from the request key alone. Both are therefore the
-same on every resume, so a request re-sent after a crash is recognised by the
-server as the one it has already seen. The spec hash covers everything that
-changes what a request means (model, grid, flags) but not the prompt file, so a
-sweep can grow by appending prompts; the journal guards against a prompt whose
-content changed under the same id by comparing per-request payload digests.
+Keys. A request's identity covers everything that decides its result: its
+*content digest* hashes the model (base model or model path), the prompt
+(text or token ids), every sampling parameter (temperature, top_p, top_k,
+max_tokens, seed, stop), num_samples and the request options
+(include_prompt_logprobs, topk_prompt_logprobs, topk_sample_logprobs). The
+request key is a hash of (spec id, prompt id, content digest), and the
+idempotency key is derived from the request key (and a generation number, 0
+until the server forgets a future; see docs/sweep.md). So the keys are the
+same on every resume, and a request re-sent after a crash is recognised by the
+server as the one it has already seen; but a sweep whose grid or prompts
+changed under the same name gets new keys, never an old result.
+
+The spec hash covers everything that changes what a request means (model,
+grid, flags) but not the prompt file, so a sweep can grow by appending prompts;
+the journal refuses a prompt whose content changed under the same id.
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +91,7 @@ __all__ = [
     "expand_grid",
     "plan_requests",
     "request_key",
+    "request_content",
     "idempotency_key",
 ]
 
@@ -93,7 +106,11 @@ _SECTIONS = {
     "sampling": set(GRID_AXES) | set(_SAMPLING_FLAGS),
     "output": {"journal", "results"},
     "concurrency": {"max", "min"},
+    "retry": {"give_up_after_s"},
 }
+# How long a sweep keeps trying while the server is unreachable before it
+# stops with a resumable journal: the official SDK's own stuck-request limit.
+DEFAULT_GIVE_UP_AFTER_S = 7200.0
 # A sweep bigger than this is almost certainly a typo in the grid (and would
 # take the journal minutes just to plan); shard it instead.
 MAX_REQUESTS = 10_000_000
@@ -162,6 +179,16 @@ class SweepSpec(msgspec.Struct, frozen=True, kw_only=True):
     include_prompt_logprobs: bool = False
     topk_prompt_logprobs: int = 0
     topk_sample_logprobs: int = 0
+    # None: keep trying for as long as the server is unreachable
+    give_up_after_s: float | None = DEFAULT_GIVE_UP_AFTER_S
+
+    def request_options(self) -> dict[str, Any]:
+        """The per-request options every request of the sweep carries."""
+        return {
+            "include_prompt_logprobs": self.include_prompt_logprobs,
+            "topk_prompt_logprobs": self.topk_prompt_logprobs,
+            "topk_sample_logprobs": self.topk_sample_logprobs,
+        }
 
 
 class SweepRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,21 +198,47 @@ class SweepRequest(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str
     prompt: Prompt
     setting: SamplingSetting
+    content: str  # request_content(): what the server is asked, as a digest
 
     @property
     def payload_digest(self) -> str:
-        return hashlib.sha256(f"{self.prompt.digest()}|{self.setting.index}".encode()).hexdigest()[:32]
+        return self.content
 
 
-def request_key(spec_id: str, prompt_id: str, setting_index: int) -> str:
-    """The stable key of one request (NUL-separated so ids cannot run together)."""
-    raw = f"{spec_id}\x00{prompt_id}\x00{setting_index}".encode()
+def request_content(model: ModelRef, prompt: Prompt, setting: SamplingSetting, options: dict[str, Any]) -> str:
+    """A digest of everything that decides a request's result.
+
+    The model, the prompt's content (text or token ids; a text prompt's tokens
+    follow from the text and the model's tokenizer), every sampling parameter,
+    num_samples and the request options. Two requests with the same digest
+    ask the server the same question.
+    """
+    body = {
+        "model": msgspec.to_builtins(model),
+        "prompt": {"text": prompt.text} if prompt.text is not None else {"tokens": list(prompt.tokens or ())},
+        "sampling": setting.sampling_params(),
+        "num_samples": setting.num_samples,
+        "options": dict(options),
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def request_key(spec_id: str, prompt_id: str, content: str) -> str:
+    """The stable key of one request (NUL-separated so parts cannot run together)."""
+    raw = f"{spec_id}\x00{prompt_id}\x00{content}".encode()
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def idempotency_key(key: str) -> str:
-    """The ``X-Idempotency-Key`` for a request key; stable across resumes."""
-    return "sweep-" + hashlib.sha256(b"idempotency\x00" + key.encode()).hexdigest()[:32]
+def idempotency_key(key: str, generation: int = 0) -> str:
+    """The ``X-Idempotency-Key`` of a request key at a generation; stable across resumes.
+
+    Generation 0 is the request's first key. When the server has forgotten the
+    future a key points to (410, or 404 after a restart), the sweep moves the
+    request to the next generation and journals it before sending, so the new
+    key is as stable across crashes as the first one.
+    """
+    raw = b"idempotency\x00" + key.encode() + (b"" if generation == 0 else f"\x00{generation}".encode())
+    return "sweep-" + hashlib.sha256(raw).hexdigest()[:32]
 
 
 # --------------------------------------------------------------------- parsing
@@ -251,6 +304,21 @@ def parse_spec(text: str, *, fmt: str, path: str | Path = "<spec>") -> SweepSpec
     topk_s = _int(where, "sampling", "topk_sample_logprobs", sampling.get("topk_sample_logprobs", 0), low=0)
 
     settings = expand_grid({k: v for k, v in sampling.items() if k in GRID_AXES}, where=where)
+    seen: dict[str, int] = {}
+    for setting in settings:
+        point = json.dumps({"n": setting.num_samples, **setting.sampling_params()}, sort_keys=True)
+        if point in seen:
+            raise where.error(
+                "sampling", "*", f"settings {seen[point]} and {setting.index} are the same point "
+                f"({point}); an axis lists a value twice"
+            )
+        seen[point] = setting.index
+
+    give_up = get("retry", "give_up_after_s", DEFAULT_GIVE_UP_AFTER_S)
+    if isinstance(give_up, bool) or not isinstance(give_up, (int, float)) or not give_up > 0:
+        raise where.error("retry", "give_up_after_s", f"must be a positive number of seconds (or inf), got {give_up!r}")
+    if math.isinf(give_up):
+        give_up = None
 
     name = get("sweep", "name")
     # Only what changes the meaning of a request goes into the hash; output
@@ -283,6 +351,7 @@ def parse_spec(text: str, *, fmt: str, path: str | Path = "<spec>") -> SweepSpec
         include_prompt_logprobs=include_pl,
         topk_prompt_logprobs=topk_p,
         topk_sample_logprobs=topk_s,
+        give_up_after_s=None if give_up is None else float(give_up),
     )
 
 
@@ -492,7 +561,11 @@ def plan_requests(spec: SweepSpec, prompts: list[Prompt]) -> Iterator[SweepReque
     total = len(prompts) * len(spec.settings)
     if total > MAX_REQUESTS:
         raise ValidationError(f"{total} requests is more than {MAX_REQUESTS}; shard the sweep")
+    options = spec.request_options()
     for prompt in prompts:
         for setting in spec.settings:
-            key = request_key(spec.spec_id, prompt.id, setting.index)
-            yield SweepRequest(key=key, idempotency_key=idempotency_key(key), prompt=prompt, setting=setting)
+            content = request_content(spec.model, prompt, setting, options)
+            key = request_key(spec.spec_id, prompt.id, content)
+            yield SweepRequest(
+                key=key, idempotency_key=idempotency_key(key), prompt=prompt, setting=setting, content=content
+            )
