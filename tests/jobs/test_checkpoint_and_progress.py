@@ -135,4 +135,4 @@ async def test_progress_bar_on_terminal_without_threads(autojump_clock: trio.tes
             counters.retries += 1
             assert threading.active_count() == threads  # rich's refresh thread was not started
     text = out.getvalue()
-    assert "4/4" in text and "retries 4" in text and "errors 0" in text
+    assert "4/4" in text and "re-sent 4 (0 transient errors)" in text and "failed 0" in text

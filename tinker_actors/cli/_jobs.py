@@ -12,7 +12,7 @@ import msgspec
 import trio
 from rich.console import Console
 
-from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Globals, UsageError, connect, run_job
+from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, Globals, UsageError, connect, run_job
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -39,8 +39,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         description=(
             "Run every prompt x sampling setting of SPEC (TOML or JSON; see docs/sweep.md).\n"
             "Each request is journaled (SQLite, WAL) before it is sent and its result when it arrives.\n"
-            "Interrupt at any point and run the same command again: finished work is never re-sent.\n\n"
-            "exit codes: 0 all done, 1 some requests failed, 2 bad spec, 3 server unavailable, 130 interrupted"
+            "Interrupt at any point and run the same command again: finished work is never re-sent.\n"
+            "Transient failures (connection loss, 5xx, 429, an expired session or future) are retried; while the\n"
+            "server is unreachable the sweep waits, up to --give-up-after, then stops with a resumable journal.\n\n"
+            "exit codes: 0 all done, 1 some requests failed, 2 bad spec, 3 server unavailable (resumable), 130 interrupted"
         ),
     )
     p.add_argument("spec", type=Path, help="the sweep spec file (.toml or .json)")
@@ -53,6 +55,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--log-interval", type=float, default=10.0, help="seconds between progress log lines when not on a terminal")
     p.add_argument("--durable", action="store_true", help="fsync every journal commit (survives power loss, slower)")
     p.add_argument("--journal", type=Path, default=None, metavar="PATH", help="use this journal file instead of [output] journal")
+    p.add_argument(
+        "--give-up-after", type=float, default=None, metavar="SECONDS",
+        help="stop (resumable, exit 3) once the server was unreachable this long (default: [retry] give_up_after_s, "
+        "7200; inf: never)",
+    )
+    p.add_argument("--retry-failed", action="store_true", help="also send again the requests a previous run marked failed")
     p.set_defaults(handler=cmd_sweep)
 
     p = add(
@@ -166,12 +174,23 @@ async def cmd_sweep(ns: argparse.Namespace, g: Globals) -> int:
         g.emit({"results": str(spec.results_path), "summary": summary}, lambda c: c.print(f"wrote {spec.results_path}"))
         return EXIT_OK
 
+    give_up = spec.give_up_after_s
+    if ns.give_up_after is not None:
+        if not ns.give_up_after > 0:
+            raise UsageError(f"--give-up-after must be a positive number of seconds (or inf), got {ns.give_up_after:g}")
+        give_up = None if ns.give_up_after == float("inf") else ns.give_up_after
+
     async def job(stop: trio.Event) -> int:
         async with connect(g) as service:
             outcome = await run_sweep(
-                spec, service, progress=ns.progress, console=g.stderr, log_interval=ns.log_interval, durable=ns.durable
+                spec, service, progress=ns.progress, console=g.stderr, log_interval=ns.log_interval, durable=ns.durable,
+                give_up_after=give_up, retry_failed=ns.retry_failed,
             )
         g.emit(outcome, lambda c: _sweep_human(c, outcome))
+        if outcome.message:
+            g.note(outcome.message)
+        if outcome.gave_up:
+            return EXIT_UNAVAILABLE
         return EXIT_OK if outcome.complete and not outcome.counts.get("failed") else EXIT_FAILED
 
     rc = await run_job(job, graceful=False)
@@ -191,9 +210,17 @@ def _status_line(s: dict[str, Any]) -> str:
 
 def _sweep_human(c: Console, o: Any) -> None:
     counts = o.counts
+    failed, permanent = counts.get("failed", 0), counts.get("failed_permanent", 0)
     c.print(
         f"[bold]sweep {o.spec_id}[/]: {counts.get('done', 0)}/{counts.get('total', 0)} done "
-        f"({o.sent_this_run} sent this run, {o.skipped} already done), {counts.get('failed', 0)} failed"
+        f"({o.sent_this_run} sent this run, {o.skipped} already done), {failed} failed"
+        + (f" ({permanent} refused by the server)" if failed else "")
+    )
+    c.print(
+        f"  retried  {o.resent} re-sent after {o.transient_errors} transient errors"
+        + (f"; {o.new_keys} under a new key (the server forgot their future)" if o.new_keys else "")
+        + (f"; {o.sessions_opened} new sessions" if o.sessions_opened else "")
+        + (f"; server unreachable {o.outages}x, longest {o.longest_outage_s:.0f} s" if o.outages else "")
     )
     lat = (o.summary or {}).get("latency_s") or {}
     if lat.get("count"):

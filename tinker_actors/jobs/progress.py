@@ -1,7 +1,12 @@
 """Progress of a long job: a rich bar on a terminal, log lines elsewhere.
 
 The job updates a :class:`ProgressCounters` (plain attribute writes, no
-locks: everything runs on one trio thread). :func:`open_progress` starts one
+locks: everything runs on one trio thread). The names say what they count,
+so the bar agrees with the summary printed at the end: ``failed`` is rows
+that ended failed (the summary's "failed"); ``transient`` is failures that
+were retried and ``re-sent`` the requests sent again, neither of which is a
+failed row. While the server is unreachable the bar says since when and when
+the next try is. :func:`open_progress` starts one
 trio task that reads the counters every ``interval`` seconds and either
 redraws a rich progress bar (terminal) or, every ``log_interval`` seconds,
 logs one ``sweep_progress`` structlog line (pipes, CI, notebooks' log files).
@@ -14,6 +19,7 @@ the library starts no thread.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -34,10 +40,12 @@ class ProgressCounters:
     done: int = 0
     failed: int = 0
     in_flight: int = 0
-    retries: int = 0
-    errors: int = 0
+    retries: int = 0  # requests sent again (after a failure, or left unfinished by a previous run)
+    errors: int = 0  # transient failures, each followed by a re-send (not failed rows)
     skipped: int = 0  # already done in the journal when this run started
     started_at: float | None = None  # trio time; set by open_progress
+    unreachable_since: float | None = None  # trio time the current outage began; None: reachable
+    next_try_at: float | None = None  # trio time of the next probe during an outage (None: one is out)
     # (time, finished) samples for the rate over a sliding window
     _history: list[tuple[float, int]] = field(default_factory=list, repr=False)
 
@@ -57,19 +65,35 @@ class ProgressSnapshot:
     elapsed: float
     rate: float  # finished requests per second over the recent window
     eta: float | None  # seconds; None while the rate is unknown
+    unreachable_s: float | None = None  # how long the server has been unreachable; None: it is reachable
+    unreachable_since_wall: float | None = None  # the same moment, as a Unix time
+    next_try_s: float | None = None  # seconds to the next try during an outage; None: a try is out
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {
+        out: dict[str, float | int | None] = {
             "total": self.total,
             "done": self.done,
             "failed": self.failed,
             "in_flight": self.in_flight,
-            "retries": self.retries,
-            "errors": self.errors,
+            "resent": self.retries,
+            "transient_errors": self.errors,
             "elapsed_s": round(self.elapsed, 3),
             "rate_per_s": round(self.rate, 3),
             "eta_s": None if self.eta is None else round(self.eta, 1),
         }
+        if self.unreachable_s is not None:
+            out["unreachable_s"] = round(self.unreachable_s, 1)
+            out["unreachable_since"] = self.unreachable_since_wall
+            out["next_try_s"] = None if self.next_try_s is None else round(self.next_try_s, 1)
+        return out
+
+    def outage_text(self) -> str:
+        """``server unreachable since 12:03:04 (75 s), next try in 12 s``; empty when reachable."""
+        if self.unreachable_s is None or self.unreachable_since_wall is None:
+            return ""
+        since = time.strftime("%H:%M:%S", time.localtime(self.unreachable_since_wall))
+        nxt = "trying now" if self.next_try_s is None else f"next try in {max(0.0, self.next_try_s):.0f} s"
+        return f"server unreachable since {since} ({self.unreachable_s:.0f} s), {nxt}"
 
 
 def snapshot(counters: ProgressCounters, now: float, *, window: float = 30.0) -> ProgressSnapshot:
@@ -90,6 +114,8 @@ def snapshot(counters: ProgressCounters, now: float, *, window: float = 30.0) ->
     rate = (fresh - n0) / (now - t0) if now - t0 > 0 else 0.0
     remaining = max(0, counters.total - counters.finished)
     eta = remaining / rate if rate > 0 else (0.0 if remaining == 0 else None)
+    down = counters.unreachable_since
+    unreachable_s = None if down is None else max(0.0, now - down)
     return ProgressSnapshot(
         total=counters.total,
         done=counters.done,
@@ -100,6 +126,9 @@ def snapshot(counters: ProgressCounters, now: float, *, window: float = 30.0) ->
         elapsed=now - started,
         rate=rate,
         eta=eta,
+        unreachable_s=unreachable_s,
+        unreachable_since_wall=None if unreachable_s is None else time.time() - unreachable_s,
+        next_try_s=None if down is None or counters.next_try_at is None else counters.next_try_at - now,
     )
 
 
@@ -121,15 +150,16 @@ class _RichView:
             TextColumn("in flight {task.fields[in_flight]}"),
             TextColumn("{task.fields[rate]:.1f}/s"),
             TextColumn("ETA {task.fields[eta]}"),
-            TextColumn("retries {task.fields[retries]}"),
-            TextColumn("[red]errors {task.fields[errors]}"),
+            TextColumn("[red]failed {task.fields[failed]}"),
+            TextColumn("re-sent {task.fields[retries]} ({task.fields[errors]} transient errors)"),
             TimeElapsedColumn(),
+            TextColumn("[yellow]{task.fields[outage]}"),
             console=console,
             auto_refresh=False,  # no refresh thread: the trio task refreshes
             transient=False,
         )
         self.task: TaskID = self.progress.add_task(
-            description, total=total, in_flight=0, rate=0.0, eta="--:--", retries=0, errors=0
+            description, total=total, in_flight=0, rate=0.0, eta="--:--", retries=0, errors=0, failed=0, outage=""
         )
 
     def show(self, snap: ProgressSnapshot) -> None:
@@ -142,6 +172,8 @@ class _RichView:
             eta=_fmt_eta(snap.eta),
             retries=snap.retries,
             errors=snap.errors,
+            failed=snap.failed,
+            outage=snap.outage_text(),
         )
         self.progress.refresh()
 
