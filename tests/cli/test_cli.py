@@ -112,15 +112,6 @@ def test_train_writes_metrics_and_resumes_to_more_steps(trained: dict[str, Any],
     assert more["resumed_from"] == trained["last_checkpoint"] and sorted(more["losses"]) == ["5", "6"]
 
 
-def test_bench_writes_json_png_and_table(cli: CLI) -> None:
-    r = cli("bench", "mixed", "--count", "20", "--steps", "2", "--out", "b")
-    assert "p99" in r.stdout and "sample" in r.stdout
-    report = json.loads((cli.cwd / "b" / "bench.json").read_text())
-    assert {o["op"] for o in report["ops"]} == {"sample", "forward_backward", "optim_step"}
-    assert report["errors"] == 0 and report["total"] == 24
-    assert (cli.cwd / "b" / "bench.png").read_bytes()[:4] == b"\x89PNG"
-
-
 # ------------------------------------------------------------------ REST surface
 
 

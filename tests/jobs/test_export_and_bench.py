@@ -1,18 +1,15 @@
-"""Export of journal results to JSONL, summaries, and bench report figures."""
+"""Export of journal results to JSONL and summaries (bench figures: tests/jobs/test_bench_*.py)."""
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rich.console import Console
 
-from tinker_actors.jobs.bench_report import OpSample, build_report, render_table, write_json, write_png
 from tinker_actors.jobs.export import export_jsonl, read_jsonl
 from tinker_actors.jobs.journal import Journal
 from tinker_actors.jobs.records import SampleResult, SequenceResult, result_from_response
@@ -99,39 +96,3 @@ def test_result_from_a_response_shaped_object() -> None:
 def test_percentile_matches_numpy(xs: list[float], q: float) -> None:
     ours = percentile(sorted(xs), q)
     assert ours == pytest.approx(float(np.percentile(xs, q)), rel=1e-12, abs=1e-12)
-
-
-def test_bench_report_figures(tmp_path: Path) -> None:
-    rng = random.Random(7)
-    samples = []
-    for _ in range(500):
-        lat = rng.lognormvariate(-3, 0.6)
-        samples.append(OpSample(op="sample", latency_s=lat, queued_s=lat * 0.25, running_s=lat * 0.75, retries=rng.random() < 0.1))
-    for _ in range(40):
-        samples.append(OpSample(op="forward_backward", latency_s=rng.uniform(1, 3), queued_s=1.0, running_s=1.0))
-    samples += [OpSample(op="sample", latency_s=0.001, error="RateLimitError")] * 7
-
-    report = build_report(samples, wall_s=20.0, meta={"server": "local"})
-    by_op = {o.op: o for o in report.ops}
-    ok = [s.latency_s for s in samples if s.op == "sample" and s.error is None]
-    s_ = by_op["sample"]
-    for q, got in ((50, s_.p50_s), (90, s_.p90_s), (99, s_.p99_s), (100, s_.max_s)):
-        assert got == pytest.approx(np.percentile(ok, q), rel=1e-12)
-    assert s_.count == 507 and s_.errors == 7 and s_.error_kinds == {"RateLimitError": 7}
-    assert s_.throughput_per_s == pytest.approx(500 / 20.0)  # errors do not count as throughput
-    assert s_.retries == sum(1 for s in samples if s.op == "sample" and s.retries)
-    assert s_.queued_share == pytest.approx(0.25)
-    assert by_op["forward_backward"].queued_share == pytest.approx(0.5)
-    assert report.total == 547 and report.errors == 7
-
-    write_json(report, tmp_path / "bench.json")
-    data = json.loads((tmp_path / "bench.json").read_text())
-    assert data["ops"][1]["op"] == "sample" and data["meta"] == {"server": "local"}
-
-    write_png(report, samples, tmp_path / "bench.png")
-    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-    console = Console(record=True, width=140, force_terminal=False)
-    render_table(report, console)
-    text = console.export_text()
-    assert "forward_backward" in text and f"{s_.p99_s * 1000:.1f}" in text

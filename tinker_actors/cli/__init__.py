@@ -38,7 +38,7 @@ commands:
   demo          start a local server, train, save, sample and sweep; print where the files are
   sweep         run or resume a sampling sweep from a spec file (journaled, resumable)
   train         run or resume a supervised fine-tuning trainer (checkpoints, metrics)
-  bench         measure an endpoint: sampling, training or mixed load
+  bench         measure an endpoint: open/closed loop load, compare runs, history
   checkpoints   list, delete, publish, unpublish, ttl, download checkpoints
   runs          list and show training runs
   sessions      list and show sessions

@@ -1,4 +1,4 @@
-"""The job commands: demo, sweep, train, bench."""
+"""The job commands: demo, sweep, train (bench lives in _bench)."""
 
 from __future__ import annotations
 
@@ -88,26 +88,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pipeline", action="store_true", help="await each step before submitting the next")
     p.set_defaults(handler=cmd_train)
 
-    p = add(
-        "bench",
-        help="measure an endpoint: sampling, training or mixed load",
-        description=(
-            "Run a load scenario and report throughput, latency p50/p90/p99/max per operation, time queued vs\n"
-            "running, retries and errors: a table on the terminal, plus bench.json and bench.png in --out."
-        ),
-    )
-    p.add_argument("scenario", choices=["sampling", "training", "mixed"])
-    p.add_argument("--count", type=int, default=200, help="sampling requests (default 200)")
-    p.add_argument("--concurrency", type=int, default=32, help="sampling requests in flight (default 32)")
-    p.add_argument("--prompt-len", type=int, default=32, help="prompt tokens (default 32)")
-    p.add_argument("--output-len", type=int, default=16, help="max tokens per sample (default 16)")
-    p.add_argument("--steps", type=int, default=10, help="training steps (default 10)")
-    p.add_argument("--batch-size", type=int, default=8, help="datums per training step (default 8)")
-    p.add_argument("--seq-len", type=int, default=64, help="tokens per datum (default 64)")
-    p.add_argument("--base-model", default="tinker-actors/byte-lm-tiny")
-    p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for bench.json and bench.png")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
-    p.set_defaults(handler=cmd_bench)
+    from . import _bench
+
+    _bench.add_parsers(sub, common)
 
 
 # ----------------------------------------------------------------- demo
@@ -322,39 +305,3 @@ async def cmd_train(ns: argparse.Namespace, g: Globals) -> int:
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
 
     return await run_job(job, graceful=True)
-
-
-# ----------------------------------------------------------------- bench
-
-
-async def cmd_bench(ns: argparse.Namespace, g: Globals) -> int:
-    from tinker_actors.jobs.bench import BenchScenario, run_bench, write_outputs
-
-    scenario = BenchScenario(
-        kind=ns.scenario,
-        count=ns.count,
-        concurrency=ns.concurrency,
-        prompt_len=ns.prompt_len,
-        output_len=ns.output_len,
-        steps=ns.steps,
-        batch_size=ns.batch_size,
-        seq_len=ns.seq_len,
-        base_model=ns.base_model,
-    )
-
-    async def job(stop: trio.Event) -> int:
-        async with connect(g) as service:
-            report, samples = await run_bench(service, scenario)
-        files = write_outputs(report, samples, ns.out, plot=not ns.no_plot)
-
-        def human(c: Console) -> None:
-            from tinker_actors.jobs.bench_report import render_table
-
-            render_table(report, c)
-            for name, path in files.items():
-                c.print(f"  {name:5} {path}")
-
-        g.emit({"report": report, "files": files}, human)
-        return EXIT_OK if report.errors == 0 else EXIT_FAILED
-
-    return await run_job(job, graceful=False)
