@@ -217,9 +217,22 @@ class Recorder:
         sel = (t >= start) & (t < end) & (ok == 1)
         return int(sel.sum())
 
+    def kept_up(self, i: int) -> bool:
+        """Did phase ``i`` (ended) complete at least 95 % of its target rate within its window?"""
+        ph = self.phases[i]
+        start, end = self.started_at[i], self.ended_at[i]
+        if ph.rate is None or start is None or end is None or end <= start:
+            return True
+        done = self._window_ok(start - self.t0, end - self.t0)
+        return done >= 0.95 * ph.rate * (end - start)
+
+    def _ran(self) -> list[int]:
+        return [i for i in range(len(self.phases)) if self.started_at[i] is not None]
+
     def phase_results(self) -> list[PhaseResult]:
         out = []
-        for i, ph in enumerate(self.phases):
+        for i in self._ran():
+            ph = self.phases[i]
             start = (self.started_at[i] or self.t0) - self.t0
             end = (self.ended_at[i] or self.started_at[i] or self.t0) - self.t0
             duration = max(end - start, 0.0)
@@ -259,8 +272,8 @@ class Recorder:
         return out
 
     def measured_figures(self, phases: list[PhaseResult]) -> list[OpFigures]:
-        idx = [i for i, ph in enumerate(self.phases) if ph.measured]
-        duration = sum(phases[i].duration_s for i in idx)
+        idx = [i for i in self._ran() if self.phases[i].measured]
+        duration = sum(p.duration_s for p in phases if p.measured)
         out = []
         for j, label in enumerate(self.labels):
             out.append(self._figures(label, [self.hist[i][j] for i in idx], [self.kinds[i][j] for i in idx],

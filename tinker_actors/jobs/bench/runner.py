@@ -131,7 +131,8 @@ async def run_trial(
             nursery.start_soon(monitor.run, server, t0)
             if ld.mode == "open":
                 await run_open_loop(target.issue, rec, plan, arrivals=ld.arrivals, choose=choose, rng=rng,
-                                    max_in_flight=ld.max_in_flight, drain_s=drain_s)
+                                    max_in_flight=ld.max_in_flight, drain_s=drain_s,
+                                    stop_past_knee=ld.ramp is not None and ld.ramp.stop_past_knee)
             else:
                 await run_closed_loop(target.issue, rec, plan, concurrency=ld.concurrency, count=ld.count,
                                       choose=choose)

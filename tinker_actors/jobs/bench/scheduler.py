@@ -77,8 +77,12 @@ async def run_open_loop(
     rng: np.random.Generator,
     max_in_flight: int,
     drain_s: float,
+    stop_past_knee: bool = False,
 ) -> None:
     """Send on schedule through every phase, then wait up to ``drain_s`` for what is still out.
+
+    ``stop_past_knee`` (ramps) ends the run after the first measured phase
+    that completed under 95 % of its target rate.
 
     Requests still unfinished after the drain are cancelled and recorded as
     ``Unfinished`` errors (their latency, counted to the cut, is in no percentile).
@@ -100,6 +104,8 @@ async def run_open_loop(
             # A phase lasts its scheduled time even when its last arrival came early.
             await trio.sleep_until(t0 + ph.start + (ph.duration or 0.0))
             rec.phase_ended(pi, trio.current_time())
+            if stop_past_knee and ph.measured and not rec.kept_up(pi):
+                break
         with trio.move_on_after(drain_s):
             await rec.wait_idle()
         nursery.cancel_scope.cancel()

@@ -106,6 +106,9 @@ class Ramp(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # A step is within capacity when it completed >= 95 % of its arrivals and
     # its p99 is at most this many times the first step's p99.
     knee_p99_factor: float = 10.0
+    # Stop the ramp after the first step that completed under 95 % of its
+    # arrivals: later steps would only pile up a backlog.
+    stop_past_knee: bool = True
 
     def rates(self) -> list[float]:
         if self.steps == 1:
