@@ -164,3 +164,24 @@ def test_hdr_clamps_beyond_an_hour_and_floors_at_a_microsecond() -> None:
     assert h.clamped == 1 and h.count == 2
     assert h.max == pytest.approx(3600.0, rel=1e-3) and h.min == pytest.approx(1e-6)
     assert LatencyHistogram().summary()["p99"] is None
+
+
+def test_op_labels_print_as_data_not_markup_or_emoji() -> None:
+    import io
+
+    from rich.console import Console
+
+    from tinker_actors.jobs.bench.compare import median_interval
+    from tinker_actors.jobs.bench.histograms import LatencyHistogram as H
+    from tinker_actors.jobs.bench.report import render_summary
+    from tinker_actors.jobs.bench.results import BenchResult, OpFigures
+
+    h = H()
+    h.record(0.01)
+    fig = OpFigures(op="s:train:[bold]x", count=1, ok=1, errors=0, error_kinds={}, throughput_per_s=1.0,
+                    latency=h.summary(), histogram=h.encode())
+    result = BenchResult(created_at="t", workload={"name": ":train:"}, mode="closed", trials=[],
+                         aggregate={"s:train:[bold]x": {"p99": median_interval([0.01])}}, merged=[fig])
+    out = io.StringIO()
+    render_summary(result, Console(file=out, width=200, force_terminal=False))
+    assert "s:train:[bold]x" in out.getvalue() and "bench :train:" in out.getvalue()

@@ -279,14 +279,15 @@ async def cmd_bench_history(ns: argparse.Namespace, g: Globals) -> int:
 
     def human(c: Console) -> None:
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(title=f"bench history: {ns.op} {ns.metric} ({path})")
+        t = Table(title=Text(f"bench history: {ns.op} {ns.metric} ({path})"))
         for col in ("run", "when", "workload", "commit", "machine", "median", "95 % interval"):
             t.add_column(col)
         for r in rows:
             commit = (r.git_commit or "-")[:10] + (" (dirty)" if r.git_dirty else "")
-            t.add_row(str(r.run_id), r.created_at, r.workload, commit, r.machine, fmt(r.median),
-                      "-" if r.lo is None else f"{fmt(r.lo)} .. {fmt(r.hi)}")
+            t.add_row(*map(Text, (str(r.run_id), r.created_at, r.workload, commit, r.machine, fmt(r.median),
+                                  "-" if r.lo is None else f"{fmt(r.lo)} .. {fmt(r.hi)}")))
         c.print(t)
         if plot:
             c.print(f"  plot  {plot}", markup=False, highlight=False)

@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .compare import CompareRow
 from .histograms import PERCENTILES, percentile_key
@@ -118,22 +119,23 @@ _PHASE_COLS = ["phase", "target/s", "sent/s", "completed/s", "p50 ms", "p99 ms",
 def render_summary(result: BenchResult, console: Console) -> None:
     """The run's tables on the terminal: per operation, per phase (open loop), knee, warnings."""
     n = len(result.trials)
-    trial = result.trials[0]
     title = f"bench {result.workload.get('name', '')}: {result.mode} loop"
     if n > 1:
         title += f", {n} trials (median [95 % interval])"
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for col in _OP_COLS:
         table.add_column(col, justify="left" if col == "op" else "right")
+    # Text cells: labels are data, never markup or emoji codes
     for row in _op_rows(result):
-        table.add_row(*row)
+        table.add_row(*map(Text, row))
     console.print(table)
-    if result.mode == "open":
+    if result.mode == "open" and result.trials:
+        trial = result.trials[0]
         pt = Table(title="phases" + (" (trial 1)" if n > 1 else ""))
         for col in _PHASE_COLS:
             pt.add_column(col, justify="left" if col == "phase" else "right")
         for row in _phase_rows(trial.phases):
-            pt.add_row(*row)
+            pt.add_row(*map(Text, row))
         console.print(pt)
     for t in result.trials:
         if t.knee is not None:
@@ -152,7 +154,7 @@ def _pct(x: float | None) -> str:
 
 
 def render_compare(rows: list[CompareRow], console: Console, *, a_name: str, b_name: str) -> None:
-    table = Table(title=f"bench compare: A = {a_name}, B = {b_name}")
+    table = Table(title=Text(f"bench compare: A = {a_name}, B = {b_name}"))
     for col in ("op", "metric", "A median [95 %]", "B median [95 %]", "change [95 %]", "p", "verdict"):
         table.add_column(col, justify="left" if col in ("op", "metric", "verdict") else "right")
     for r in rows:
@@ -160,9 +162,9 @@ def render_compare(rows: list[CompareRow], console: Console, *, a_name: str, b_n
         change = _pct(r.change)
         if r.change_lo is not None and r.change_hi is not None:
             change += f" [{_pct(r.change_lo)}, {_pct(r.change_hi)}]"
-        table.add_row(r.op, r.metric + (" (ms)" if r.metric not in ("throughput", "error_rate") else ""),
-                      _interval(r.a, fmt), _interval(r.b, fmt), change,
-                      "-" if r.p is None else f"{r.p:.3f}", r.verdict)
+        table.add_row(*map(Text, (r.op, r.metric + (" (ms)" if r.metric not in ("throughput", "error_rate") else ""),
+                                  _interval(r.a, fmt), _interval(r.b, fmt), change,
+                                  "-" if r.p is None else f"{r.p:.3f}", r.verdict)))
     console.print(table)
 
 
