@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import markdown, plots, report, runner
-from .scenarios import CLIENTS, FULL, QUICK, SCENARIOS, plan
+from .scenarios import CLIENTS, FULL, QUICK, SCENARIOS, knee_followups, plan
 from .server import ROOT, LocalServer
 
 
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn")
     ap.add_argument("--no-docs", action="store_true", help="write only the JSON file")
+    ap.add_argument("--keep", type=Path, default=None, metavar="RESULTS.json",
+                    help="copy the scenarios not run this time from an earlier results file (the page says which)")
     args = ap.parse_args(argv)
 
     names = args.scenario or list(SCENARIOS)
@@ -75,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     t_start = time.monotonic()
     with LocalServer(log_dir / "server.log", kind=args.server) as server:
-        for group in plan(names, size, clients):
+        queue = plan(names, size, clients)
+        while queue:
+            group = queue.pop(0)
+            if not group:
+                continue
             section = results["scenarios"].setdefault(group[0].scenario, [])
             entry = {"setting": group[0].setting, "records": []}
             section.append(entry)
@@ -86,7 +92,17 @@ def main(argv: list[str] | None = None) -> int:
                 entry["records"].append(rec)
                 print("error: " + rec["error"].splitlines()[0][:200] if "error" in rec else "ok", flush=True)
                 _write(results, json_path, docs=False)
+            if group[0].scenario == "knee" and group[0].setting == "ramp":
+                knees = {r["client"]: r.get("figures", {}).get("knee_rate") for r in entry["records"]}
+                queue[0:0] = knee_followups(knees, size, clients)
     results["elapsed_s"] = time.monotonic() - t_start
+    if args.keep is not None:
+        earlier = json.loads(args.keep.read_text())
+        for scenario, section in earlier.get("scenarios", {}).items():
+            if scenario not in results["scenarios"]:
+                results["scenarios"][scenario] = section
+                results.setdefault("carried_over", {})[scenario] = {
+                    "from": os.path.relpath(args.keep.resolve(), ROOT), "started": earlier.get("started")}
     _write(results, json_path, docs=not args.no_docs)
     for v in results["summary"]["targets"]:
         print(f"target: {v['target']}: {v['status']} ({v['detail']})")

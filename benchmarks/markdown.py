@@ -13,6 +13,7 @@ TITLES = {
     "training": "3. Training pipeline",
     "scale": "4. Scale",
     "startup": "5. Start-up",
+    "knee": "6. Open loop: the knee and the tail below it",
 }
 
 INTRO = """\
@@ -89,6 +90,8 @@ def render(results: dict[str, Any], rows: list[Row], verdicts: list[Verdict], im
                  f" · {env['cpus']} CPUs · Python {env['python']} · server: {env['server']}")
     lines.append(f"* versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}")
     lines.append(f"* raw results: `{results['json_path']}`")
+    for scenario, where in results.get("carried_over", {}).items():
+        lines.append(f"* {TITLES.get(scenario, scenario)}: carried over from `{where['from']}` ({where['started']})")
     failures = [(s, g["setting"], r["client"], r["error"]) for s, groups in results["scenarios"].items()
                 for g in groups for r in g["records"] if "error" in r]
     if failures:
@@ -118,10 +121,11 @@ def render(results: dict[str, Any], rows: list[Row], verdicts: list[Verdict], im
 
 SETUP = {
     "sampling": "Short prompts (25 byte tokens, 8 new tokens), null compute; the same number of requests at each in-flight level.",
-    "futures": "Open loop: one sample is called every 1/rate s and the server holds every future for a fixed delay before it completes, so a few hundred futures are outstanding at any time.",
+    "futures": "Open loop on tinker_actors' bench engine (the same scheduler for all three clients): one sample is sent every 1/rate s and the server holds every future for a fixed delay before it completes, so a few hundred futures are outstanding at any time. Wake lag is latency from the intended send time minus that delay.",
     "training": "forward_backward (one datum, cross_entropy, protobuf) then optim_step, awaited together each step. The pipelining check pauses every future on the server and looks, halfway through the pause, whether the optim_step request has already arrived.",
     "scale": "Every request is queued at once (the SDK's `sample` and tinker_actors' futures return immediately; the floor builds every request body up front and drains them with 100 connections).",
     "startup": "A fresh interpreter per measurement; session and sampling-client set-up count toward the first request.",
+    "knee": "Every client driven by tinker_actors' bench engine (`tinker_actors.jobs.bench`, open loop, latency from each request's intended send time), sampling the same short prompt. A ramp finds each client's knee; then each client runs at a constant 50 % and 80 % of its own knee. The engine runs in the client's process (the SDK's futures are awaited from trio with one callback each), so the knee includes the engine's own cost, the same for all three.",
 }
 IMAGES = {
     "sampling": ["sampling_throughput.png", "sampling_cpu.png"],
@@ -129,4 +133,5 @@ IMAGES = {
     "training": ["training.png"],
     "scale": ["scale.png"],
     "startup": ["startup.png"],
+    "knee": ["knee.png"],
 }

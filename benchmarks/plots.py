@@ -45,8 +45,10 @@ def _sampling_line(rows: list[Row], figure: str, ylabel: str, path: Path, log_y:
     return True
 
 
-def _bars(rows: list[Row], picks: list[tuple[str, str]], title: str, path: Path) -> bool:
-    sel = [next((r for r in rows if r.scenario == s and r.figure == f), None) for s, f in picks]
+def _bars(rows: list[Row], picks: list[tuple[str, ...]], title: str, path: Path) -> bool:
+    """One bar panel per pick: (scenario, figure) or (scenario, figure, setting)."""
+    sel = [next((r for r in rows if r.scenario == p[0] and r.figure == p[1] and (len(p) < 3 or r.setting == p[2])), None)
+           for p in picks]
     sel = [r for r in sel if r is not None]
     if not sel:
         return False
@@ -55,7 +57,8 @@ def _bars(rows: list[Row], picks: list[tuple[str, str]], title: str, path: Path)
     for ax, r in zip(axes[0], sel):
         names = [c for c in CLIENTS if r.values.get(c) is not None]
         ax.bar([LABELS[c] for c in names], [r.values[c] for c in names], color=[COLORS[c] for c in names])
-        ax.set_title(f"{r.figure} ({r.unit})", fontsize=9)
+        label = r.figure if r.setting in ("ramp",) or r.scenario != "knee" else f"{r.figure}\nat {r.setting}"
+        ax.set_title(f"{label} ({r.unit})", fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=15)
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(title)
@@ -77,6 +80,8 @@ def write_all(rows: list[Row], img_dir: Path) -> list[str]:
         ("training.png", lambda p: _bars(rows, [("training", "step time"), ("training", "optim queued before fb result")],
                                          "Training pipeline", p)),
         ("scale.png", lambda p: _bars(rows, [("scale", "memory per queued request"), ("scale", "time to drain")], "Scale", p)),
+        ("knee.png", lambda p: _bars(rows, [("knee", "knee rate"), ("knee", "p99 (open loop)", "50% of the knee"),
+                                            ("knee", "p99 (open loop)", "80% of the knee")], "Open loop", p)),
         ("startup.png", lambda p: _bars(rows, [("startup", "import time"), ("startup", "time to first request")], "Start-up", p)),
     ]
     for name, job in jobs:

@@ -48,6 +48,12 @@ EXPLAIN = {
     "memory per queued request": "Peak resident memory once every request was queued, minus resident memory before, divided by the number of requests.",
     "time to drain": "Wall time from queueing the first request to the last result; a client still draining at the deadline is stopped and its time projected from the share it drained.",
     "drained before the deadline": "Share of the queued requests completed before the scenario's deadline (100 % means the time to drain is measured, not projected).",
+    "knee rate": "Open loop, rate stepping up x1.41 every few seconds (the bench engine's ramp): the last step that completed at least 95 % of its arrivals within the step, with p99 at most 10x the first step's and under 1 % errors.",
+    "client behind at the knee": "1 when the client's own sends fell behind schedule (send lag p99 above 10 ms) at the first step past the knee: then the knee is the client's, not the server's.",
+    "offered rate": "The constant open-loop rate of this run: the share of this client's own knee named in the setting.",
+    "p99 (open loop)": "99th percentile latency from each request's intended send time (coordinated omission corrected), over the measured seconds.",
+    "p99.9 (open loop)": "99.9th percentile latency, as above.",
+    "send lag p99": "How late the client's sends left against their schedule (99th percentile); above 10 ms the client itself could not keep up.",
     "import time": "Time to import the client library in a fresh interpreter (median of fresh processes).",
     "time to first request": "Time from the start of the import to the first completed sample, session set-up included (median).",
 }
@@ -98,6 +104,29 @@ def _rows_for(scenario: str, setting: str, recs: dict[str, dict[str, Any]]) -> l
         add("drained before the deadline", "share of requests",
             lambda r: None if _fig(r, "drained") is None else _fig(r, "drained") / _fig(r, "n"), lower=False)
         add("client CPU per request", "µs", lambda r: _fig(r, "cpu_us_per_request"))
+    elif scenario == "knee" and setting == "ramp":
+        add("knee rate", "req/s", lambda r: _fig(r, "knee_rate"), lower=False)
+
+        def behind(r: dict[str, Any]) -> float | None:
+            steps = (r.get("figures") or {}).get("steps") or []
+            knee = _fig(r, "knee_rate")
+            past = [s for s in steps if knee is None or (s.get("target_rate") or 0) > knee]
+            return float(past[0]["behind"]) if past else None
+
+        add("client behind at the knee", "yes=1", behind)
+        add("client CPU per request", "µs", lambda r: _fig(r, "cpu_us_per_request"))
+    elif scenario == "knee":
+        def step(key: str) -> Callable[[dict[str, Any]], float | None]:
+            def get(r: dict[str, Any]) -> float | None:
+                steps = (r.get("figures") or {}).get("steps") or []
+                v = steps[0].get(key) if steps else None
+                return float(v) if isinstance(v, (int, float)) else None
+            return get
+
+        add("offered rate", "req/s", step("target_rate"), lower=False)
+        add("p99 (open loop)", "ms", step("p99_ms"))
+        add("p99.9 (open loop)", "ms", step("p999_ms"))
+        add("send lag p99", "ms", step("lag_p99_ms"))
     elif scenario == "startup":
         add("import time", "ms", lambda r: None if _fig(r, "import_s") is None else 1e3 * _fig(r, "import_s"))
         add("time to first request", "ms",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CLIENTS = ("floor", "sdk", "tinker_actors")
-SCENARIOS = ("sampling", "futures", "training", "scale", "startup")
+SCENARIOS = ("sampling", "futures", "training", "scale", "startup", "knee")
 
 
 @dataclass
@@ -35,6 +35,9 @@ FULL = {
     "training_steps": 200, "pipeline_steps": 10, "pipeline_pause_s": 0.3,
     "scale_n": 100_000, "scale_workers": 100, "scale_deadline_s": 150.0,
     "startup_repeat": 5,
+    # open loop (the bench engine): a x1.41 ramp from 50/s, then each client at 50 % and 80 % of its knee
+    "knee_ramp": {"start": 50.0, "stop": 6400.0, "steps": 15, "step_s": 5.0}, "knee_warmup_s": 2.0,
+    "knee_hold_s": 20.0,
 }
 QUICK = {
     "sampling_n": 2_000, "in_flight": [1, 10, 100, 1000],
@@ -42,7 +45,10 @@ QUICK = {
     "training_steps": 40, "pipeline_steps": 4, "pipeline_pause_s": 0.3,
     "scale_n": 10_000, "scale_workers": 100, "scale_deadline_s": 30.0,
     "startup_repeat": 2,
+    "knee_ramp": {"start": 50.0, "stop": 6400.0, "steps": 8, "step_s": 3.0}, "knee_warmup_s": 1.0,
+    "knee_hold_s": 8.0,
 }
+KNEE_SHARES = (0.5, 0.8)
 
 
 def _rotate(group: int) -> tuple[str, ...]:
@@ -69,9 +75,10 @@ def plan(names: list[str], size: dict[str, Any], clients: tuple[str, ...] = CLIE
                  for c in CLIENTS])
     if "futures" in names:
         n, rate, delay = size["futures_n"], size["futures_rate"], size["futures_delay_s"]
-        params = {"n": n, "rate": rate, "delay_s": delay}
+        # open loop on the bench engine: n arrivals at rate/s, latency from each intended send
+        params = {"rate": rate, "duration_s": n / rate, "warmup_s": 0.0, "delay_s": delay}
         faults = {"pause_futures_s": delay, "pause_rate": 1.0}
-        add([Run("futures", f"{n} futures, {rate:g}/s, {delay:g} s server delay", c, "futures", params,
+        add([Run("futures", f"{n} futures, {rate:g}/s, {delay:g} s server delay", c, "openloop", params,
                  _timeout(n, 0.02, 180 + n / rate), faults=faults, count_sockets=True) for c in CLIENTS])
     if "training" in names:
         steps = size["training_steps"]
@@ -87,7 +94,29 @@ def plan(names: list[str], size: dict[str, Any], clients: tuple[str, ...] = CLIE
         add([Run("scale", f"{n} queued", c, "scale",
                  {"n": n, "workers": size["scale_workers"], "deadline_s": deadline},
                  deadline + 240) for c in CLIENTS])
+    if "knee" in names:
+        params = {"ramp": size["knee_ramp"], "warmup_s": size["knee_warmup_s"], "drain_s": 20.0}
+        budget = size["knee_ramp"]["steps"] * size["knee_ramp"]["step_s"] + 180
+        add([Run("knee", "ramp", c, "openloop", params, budget) for c in CLIENTS])
     if "startup" in names:
         add([Run("startup", "fresh process", c, "startup", {}, 120, repeat=size["startup_repeat"])
              for c in CLIENTS])
+    return groups
+
+
+def knee_followups(knees: dict[str, float | None], size: dict[str, Any], clients: tuple[str, ...] = CLIENTS) -> list[list[Run]]:
+    """After the ramp: each client at 50 % and 80 % of its own knee, open loop, constant rate."""
+    groups = []
+    for share in KNEE_SHARES:
+        runs = []
+        for c in clients:
+            knee = knees.get(c)
+            if not knee:
+                continue
+            params = {"rate": share * knee, "duration_s": size["knee_hold_s"], "warmup_s": size["knee_warmup_s"],
+                      "drain_s": 20.0}
+            runs.append(Run("knee", f"{share:.0%} of the knee", c, "openloop", params, size["knee_hold_s"] + 180))
+        k = len(groups) % len(CLIENTS)
+        order = CLIENTS[k:] + CLIENTS[:k]
+        groups.append([r for c in order for r in runs if r.client == c])
     return groups

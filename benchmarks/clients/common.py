@@ -80,12 +80,6 @@ def forward_backward_proto(model_id: str, seq_id: int) -> bytes:
 
 
 # -- figure shapes ---------------------------------------------------------------
-def lag_figures(lags_s: list[float]) -> dict[str, Any]:
-    """Wake-up lag: when the caller resumed minus when the server could first have answered."""
-    lat = measure.Latencies([max(0.0, x) for x in lags_s])
-    return {"wake_lag": lat.summary_ms()}
-
-
 def scale_figures(rss_before: int, rss_queued: int, n: int) -> dict[str, Any]:
     peak = max(measure.peak_rss_bytes(), rss_queued)
     return {

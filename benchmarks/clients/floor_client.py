@@ -11,12 +11,13 @@ number no client can beat.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any, Awaitable, Callable
 
 from .. import measure
-from . import common
+from . import common, openloop
 
 _JSON = (b"content-type", b"application/json")
 _ACCEPT_PROTO = (b"accept", b"application/x-protobuf")
@@ -150,36 +151,6 @@ async def sampling(base_url: str, api_key: str, p: dict[str, Any]) -> dict[str, 
     return phase.figures(p["n"])
 
 
-async def futures(base_url: str, api_key: str, p: dict[str, Any]) -> dict[str, Any]:
-    """Open loop: a sample is called every 1/rate s; each task waits for its future."""
-    import trio
-
-    setup = Conn(base_url, api_key)
-    sess = await Session(setup).open()
-    await setup.aclose()
-    bodies = sess.sample_bodies(p["n"])
-    idle: list[Conn] = []
-    lags: list[float] = []
-
-    async def one(body: bytes, due: float) -> None:
-        conn = idle.pop() if idle else Conn(base_url, api_key)
-        await sample_once(conn, body)
-        lags.append(time.monotonic() - due - p["delay_s"])
-        idle.append(conn)
-
-    phase = measure.Phase().start()
-    t0 = time.monotonic()
-    async with trio.open_nursery() as nursery:
-        for i, body in enumerate(bodies):
-            due = t0 + i / p["rate"]
-            await trio.sleep(max(0.0, due - time.monotonic()))  # trio's clock is not time.monotonic
-            nursery.start_soon(one, body, due)
-    phase.stop()
-    for conn in idle:
-        await conn.aclose()
-    return {**phase.figures(p["n"]), **common.lag_figures(lags)}
-
-
 def _fb_body(model_id: str, seq_id: int) -> bytes:
     return common.forward_backward_proto(model_id, seq_id)
 
@@ -265,7 +236,45 @@ async def first_request(base_url: str, api_key: str) -> None:
     await conn.aclose()
 
 
+class _Target:
+    """One asample + long polls per request, on an idle keep-alive connection (a new one when none is idle)."""
+
+    def __init__(self, base_url: str, api_key: str) -> None:
+        self.base_url, self.api_key = base_url, api_key
+        self.idle: list[Conn] = []
+        self.seq = 0
+
+    async def setup(self) -> None:
+        conn = Conn(self.base_url, self.api_key)
+        self.session = await Session(conn).open()
+        self.idle.append(conn)
+
+    async def _one(self, body: bytes) -> None:
+        conn = self.idle.pop() if self.idle else Conn(self.base_url, self.api_key)
+        await sample_once(conn, body)
+        self.idle.append(conn)
+
+    def issue(self, i: int) -> Any:
+        self.seq += 1
+        return self._one(common.sample_body_json(self.session.sampling_session_id, self.seq))
+
+
+def target(base_url: str, api_key: str) -> Any:
+    @contextlib.asynccontextmanager
+    async def open_target() -> Any:
+        t = _Target(base_url, api_key)
+        try:
+            yield t
+        finally:
+            for conn in t.idle:
+                await conn.aclose()
+
+    return open_target
+
+
 def run(scenario: str, base_url: str, api_key: str, params: dict[str, Any]) -> dict[str, Any]:
+    if scenario == "openloop":
+        return openloop.run(target(base_url, api_key), params)
     if scenario == "startup":
         t0 = time.perf_counter()
         import httpcore  # noqa: F401
@@ -277,7 +286,7 @@ def run(scenario: str, base_url: str, api_key: str, params: dict[str, Any]) -> d
         return common.startup_figures(t0, t1, t2)
     import trio
 
-    fn = {"sampling": sampling, "futures": futures, "training": training,
+    fn = {"sampling": sampling, "training": training,
           "pipeline": pipeline, "scale": scale}[scenario]
     return trio.run(fn, base_url, api_key, params)
 

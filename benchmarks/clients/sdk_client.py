@@ -11,12 +11,13 @@ is the whole process (both loops, every thread), as a user would pay it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
 
 from .. import measure
-from . import common
+from . import common, openloop
 
 
 def _service(base_url: str, api_key: str) -> Any:
@@ -59,29 +60,6 @@ async def sampling(service: Any, base_url: str, p: dict[str, Any]) -> dict[str, 
     await _workers(p["in_flight"], p["n"], one)
     phase.stop()
     return phase.figures(p["n"])
-
-
-async def futures(service: Any, base_url: str, p: dict[str, Any]) -> dict[str, Any]:
-    sampler = await _sampler(service)
-    prompt, params = _sample_args()
-    lags: list[float] = []
-
-    async def one(due: float) -> None:
-        await sampler.sample(prompt, 1, params).result_async()
-        lags.append(time.monotonic() - due - p["delay_s"])
-
-    tasks = []
-    phase = measure.Phase().start()
-    t0 = time.monotonic()
-    for i in range(p["n"]):
-        due = t0 + i / p["rate"]
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(due)))
-    await asyncio.gather(*tasks)
-    phase.stop()
-    return {**phase.figures(p["n"]), **common.lag_figures(lags)}
 
 
 def _datum() -> Any:
@@ -154,7 +132,40 @@ async def scale(service: Any, base_url: str, p: dict[str, Any]) -> dict[str, Any
     return {**phase.figures(p["n"]), **common.scale_figures(rss0, queued_rss, p["n"]), **drained}
 
 
+class _Target:
+    """One sample of the common prompt per request, awaited from trio through its concurrent future."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    async def setup(self) -> None:
+        import trio
+
+        self.sampler = await trio.to_thread.run_sync(
+            lambda: self.service.create_sampling_client(base_model=common.BASE_MODEL).result())
+        self.prompt, self.params = _sample_args()
+
+    def issue(self, i: int) -> Any:
+        return openloop.SdkFuture(self.sampler.sample(self.prompt, 1, self.params).future())
+
+
+def target(base_url: str, api_key: str) -> Any:
+    @contextlib.asynccontextmanager
+    async def open_target() -> Any:
+        import trio
+
+        service = await trio.to_thread.run_sync(_service, base_url, api_key)
+        try:
+            yield _Target(service)
+        finally:
+            await trio.to_thread.run_sync(_close, service)
+
+    return open_target
+
+
 def run(scenario: str, base_url: str, api_key: str, params: dict[str, Any]) -> dict[str, Any]:
+    if scenario == "openloop":
+        return openloop.run(target(base_url, api_key), params)
     if scenario == "startup":
         t0 = time.perf_counter()
         import tinker  # noqa: F401
@@ -167,7 +178,7 @@ def run(scenario: str, base_url: str, api_key: str, params: dict[str, Any]) -> d
         t2 = time.perf_counter()
         _close(service)
         return common.startup_figures(t0, t1, t2)
-    fn = {"sampling": sampling, "futures": futures, "training": training,
+    fn = {"sampling": sampling, "training": training,
           "pipeline": pipeline, "scale": scale}[scenario]
     service = _service(base_url, api_key)
     figures = asyncio.run(fn(service, base_url, params))

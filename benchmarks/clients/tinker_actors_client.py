@@ -9,11 +9,12 @@ API; if the entry point moves, change :func:`_open`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 from .. import measure
-from . import common
+from . import common, openloop
 
 
 def _open(base_url: str, api_key: str) -> Any:
@@ -63,28 +64,6 @@ async def sampling(service: Any, base_url: str, p: dict[str, Any]) -> dict[str, 
     await _workers(p["in_flight"], p["n"], one)
     phase.stop()
     return phase.figures(p["n"])
-
-
-async def futures(service: Any, base_url: str, p: dict[str, Any]) -> dict[str, Any]:
-    import trio
-
-    sampler = await _sampler(service)
-    prompt, params = _sample_args()
-    lags: list[float] = []
-
-    async def one(due: float) -> None:
-        await sampler.sample(prompt, 1, params)
-        lags.append(time.monotonic() - due - p["delay_s"])
-
-    phase = measure.Phase().start()
-    t0 = time.monotonic()
-    async with trio.open_nursery() as nursery:
-        for i in range(p["n"]):
-            due = t0 + i / p["rate"]
-            await trio.sleep(max(0.0, due - time.monotonic()))
-            nursery.start_soon(one, due)
-    phase.stop()
-    return {**phase.figures(p["n"]), **common.lag_figures(lags)}
 
 
 def _datum() -> Any:
@@ -170,7 +149,32 @@ async def _first_request(base_url: str, api_key: str) -> None:
         await sampler.sample(prompt, 1, params)
 
 
+class _Target:
+    """One sample of the common prompt per request (the bench engine's target protocol)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    async def setup(self) -> None:
+        self.sampler = await _sampler(self.service)
+        self.prompt, self.params = _sample_args()
+
+    def issue(self, i: int) -> Any:
+        return self.sampler.sample(self.prompt, 1, self.params)
+
+
+def target(base_url: str, api_key: str) -> Any:
+    @contextlib.asynccontextmanager
+    async def open_target() -> Any:
+        async with _open(base_url, api_key) as service:
+            yield _Target(service)
+
+    return open_target
+
+
 def run(scenario: str, base_url: str, api_key: str, params: dict[str, Any]) -> dict[str, Any]:
+    if scenario == "openloop":
+        return openloop.run(target(base_url, api_key), params)
     if scenario == "startup":
         t0 = time.perf_counter()
         import tinker_actors.clients  # noqa: F401  (what a user's first import pulls in)
@@ -182,6 +186,6 @@ def run(scenario: str, base_url: str, api_key: str, params: dict[str, Any]) -> d
         return common.startup_figures(t0, t1, t2)
     import trio
 
-    fn = {"sampling": sampling, "futures": futures, "training": training,
+    fn = {"sampling": sampling, "training": training,
           "pipeline": pipeline, "scale": scale}[scenario]
     return trio.run(_with_service, fn, base_url, api_key, params)
