@@ -27,6 +27,7 @@ plots in `docs/img/` and a JSON file in `benchmarks/results/` with:
 python -m benchmarks            # the full run (about 15-25 minutes on 2 cores)
 python -m benchmarks --quick    # scaled-down counts, about two minutes
 python -m benchmarks --scenario sampling --scenario futures
+python -m benchmarks --scenario knee --keep benchmarks/results/EARLIER.json   # other sections from an earlier run
 ```
 
 It needs the `bench` extra (`pip install -e .[bench]`: the official SDK,
@@ -50,6 +51,12 @@ part of the test suite.
   loop on a thread; its CPU is counted too, as a user would pay it.
 * **tinker_actors** runs in `async with tinker_actors.open_service(...)` under
   trio, with the same worker structure.
+* The **open-loop** scenarios (futures, knee) are driven by tinker_actors' own
+  bench engine (`tinker_actors.jobs.bench`, see [bench.md](bench.md)) through a
+  thin target per client, so the schedule, the latency from each request's
+  intended send time and the HDR percentiles are computed by the same code for
+  all three: `python -m benchmarks --scenario knee` finds each client's knee
+  with a rate ramp, then measures p99 at 50 % and 80 % of it.
 * Server counters (`GET /_local/stats`) give the requests each client sent;
   the server's own CPU share tells when the server set the pace.
 * Machines are shared and noisy: compare the **ratios**, not absolute numbers
