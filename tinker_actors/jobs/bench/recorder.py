@@ -153,8 +153,7 @@ class Recorder:
                 if error is None:
                     p.done += 1
                 else:
-                    p.failed += 1
-                    p.errors += 1
+                    p.failed += 1  # a failed request (the transport's retries are counted apart)
         if not self.inflight and self._idle is not None:
             self._idle.set()
 
