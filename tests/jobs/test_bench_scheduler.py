@@ -161,3 +161,11 @@ def test_phases_of_a_ramp_and_of_a_closed_loop() -> None:
         ("warmup", 0.0, 10.0, False), ("step1", 1.0, 10.0, True), ("step2", 3.0, 25.0, True), ("step3", 5.0, 40.0, True)]
     ph = phases(Load(mode="closed", count=10))
     assert [(p.name, p.duration, p.rate) for p in ph] == [("main", None, None)]
+
+
+def test_timeline_buckets_hold_several_sends_at_low_rates() -> None:
+    from tinker_actors.jobs.bench.recorder import _bucket_width
+
+    assert _bucket_width(10.0, 1000.0) == 0.1
+    assert _bucket_width(10.0, 5.0) == 1.0  # not 0.1 s: that would alternate 0 and 10 per second
+    assert _bucket_width(600.0, 50.0) == 10.0

@@ -284,7 +284,7 @@ class Recorder:
         return out
 
     def timeline(self, wall_s: float) -> Timeline:
-        bucket = _bucket_width(wall_s)
+        bucket = _bucket_width(wall_s, len(self.send_t) / wall_s if wall_s > 0 else 0.0)
         n = max(1, math.ceil(wall_s / bucket))
         edges = np.arange(n + 1) * bucket
 
@@ -330,9 +330,10 @@ class Recorder:
         )
 
 
-def _bucket_width(wall_s: float) -> float:
-    """About 100 buckets, on a 1-2-5 grid: 0.1 s for a 10 s run, 1 s for 100 s."""
-    raw = max(wall_s, 1e-3) / 100
+def _bucket_width(wall_s: float, rate: float = 0.0) -> float:
+    """About 100 buckets on a 1-2-5 grid (0.1 s for a 10 s run, 1 s for 100 s), but wide
+    enough for about 5 sends each: at 5/s, 0.1 s buckets would read 0, 10, 0, 10 per second."""
+    raw = max(max(wall_s, 1e-3) / 100, 5.0 / rate if rate > 0 else 0.0)
     for step in (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0):
         if raw <= step:
             return step
