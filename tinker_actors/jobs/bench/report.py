@@ -184,7 +184,7 @@ _READ = {
                 "by where they were, and the server's open long polls. Grey: warm-up, excluded from every figure.",
     "cdf": "Share of requests at or below each latency (log axis). A long flat tail at the top is the p99/p99.9 story.",
     "queued": "Each operation's total time split into queued (client admission, ordering, the submit, and server-reported "
-              "queue or pause) and running. Requests shorter than the 25 ms sampling tick count as running.",
+              "queue or pause) and running. Requests shorter than the sampling tick (25 ms, longer with many in flight) count as running.",
     "knee": "Each ramp step's offered rate against what completed within it, and its p99. The knee is the last step that "
             "completed at least 95 % of its arrivals with p99 within the configured factor of the first step's.",
 }
