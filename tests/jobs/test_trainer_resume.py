@@ -18,6 +18,7 @@ import trio
 from support import child_env, local_server
 
 from tinker_actors.clients import load_tokenizer, open_service_client
+from tinker_actors.errors import ConfigError
 from tinker_actors.jobs.checkpoint_policy import CheckpointPolicy, load_loop_state
 from tinker_actors.jobs.trainer import (
     EpochBatches,
@@ -150,3 +151,39 @@ async def test_rolling_cleanup_and_eval_hooks(tmp_path: Path) -> None:
     lines = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [m["step"] for m in lines if "eval" not in m] == list(range(1, 9))
     assert any(m.get("eval") == "slow" for m in lines)
+
+
+async def run_child(url: str, run_dir: Path, mode: str = "none", kill_step: int = 0, steps: int = 12) -> trio.CompletedProcess:  # type: ignore[type-arg]
+    cmd = [sys.executable, str(Path(__file__).with_name("_trainer_child.py")), url, str(run_dir), str(steps), mode, str(kill_step)]
+    with trio.fail_after(60):
+        return await trio.run_process(cmd, env=child_env(), capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def test_metrics_keep_one_line_per_step_across_kills_at_every_write(tmp_path: Path) -> None:
+    """Issue 10, case 7: a SIGKILL between loop_state.json and the step's metrics line lost the
+    line for good, and a torn last line made every later resume fail with a JSONDecodeError."""
+    async with local_server(tmp_path / "server") as url:
+        ref = await run_child(url, tmp_path / "ref")
+        assert ref.returncode == 0, ref.stderr.decode()[-2000:]
+        run_dir = tmp_path / "run"
+        # checkpoints every 3 steps: each kill cuts a checkpoint step's two writes apart, or tears a line
+        for mode, step in [("after_state", 3), ("after_line", 6), ("torn", 7), ("after_state", 9), ("torn", 10)]:
+            killed = await run_child(url, run_dir, mode, step)
+            assert killed.returncode == -signal.SIGKILL, (mode, step, killed.stderr.decode()[-2000:])
+        final = await run_child(url, run_dir)
+        assert final.returncode == 0, final.stderr.decode()[-2000:]
+    assert json.loads(final.stdout.decode().splitlines()[-1])["steps_done"] == 12
+    steps = [m["step"] for m in read_metrics(run_dir / "metrics.jsonl") if "eval" not in m]
+    assert steps == list(range(1, 13))  # one line per step, in order: none lost, none twice
+    assert losses(run_dir) == pytest.approx(losses(tmp_path / "ref"), rel=1e-6, abs=1e-9)
+    # the last line of the file is whole
+    assert (run_dir / "metrics.jsonl").read_text().endswith("}\n")
+
+
+def test_a_torn_last_line_is_dropped_and_a_bad_middle_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert [m["step"] for m in read_metrics(path)] == [1, 2]
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n')
+    with pytest.raises(ConfigError, match=r"metrics\.jsonl:2: unreadable metrics line"):
+        read_metrics(path)

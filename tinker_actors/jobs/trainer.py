@@ -24,6 +24,14 @@ What it does each step ``k`` (1-based; batch ``k - 1``):
   continues at the next batch, so its next loss equals the uninterrupted
   run's. Metrics lines logged after the last checkpoint are dropped on
   resume (those steps run again).
+* **Crash-consistent files.** The metrics line of a checkpoint step is
+  appended (and fsynced) *before* the loop state that names that
+  checkpoint is written. So at any instant, including a SIGKILL between the
+  two writes, ``metrics.jsonl`` holds a line for every step up to the loop
+  state's step; lines past it are dropped on resume and written again, so
+  the file ends with exactly one line per step however often the process
+  was killed. A line cut short by a crash (the last one) is dropped on
+  resume with a ``trainer_metrics_repaired`` warning, never fatal.
 * **Evaluation hooks** run in the trainer's nursery without blocking the
   loop; a hook still busy when its next turn comes is skipped, not queued.
 * **Metrics** go to ``metrics.jsonl`` in the run directory, one JSON object
@@ -51,7 +59,7 @@ import msgspec
 import numpy as np
 import trio
 
-from tinker_actors.errors import TinkerActorsError
+from tinker_actors.errors import ConfigError, TinkerActorsError
 from tinker_actors.wire import types as wt
 
 from .._log import get_logger
@@ -217,12 +225,38 @@ def _weight(data: Sequence[wt.Datum]) -> float:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Every line of a metrics JSONL file (missing file: empty)."""
+    """Every line of a metrics JSONL file (missing file: empty).
+
+    A last line cut short by a crash is left out (see :func:`_read_metrics`);
+    an unreadable line anywhere else is a ConfigError naming the file and line.
+    """
+    return _read_metrics(Path(path))[0]
+
+
+def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The lines of ``path``, and the torn last line left out (None if there was none)."""
     try:
-        text = Path(path).read_text()
+        text = path.read_text()
     except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [], None
+    raw = text.split("\n")
+    out: list[dict[str, Any]] = []
+    torn: str | None = None
+    for n, line in enumerate(raw, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            # Only the last line can be torn: a crash in the middle of an append.
+            if all(not rest.strip() for rest in raw[n:]):
+                torn = line
+                continue
+            raise ConfigError(f"{path}:{n}: unreadable metrics line ({exc}); fix or remove that line") from None
+        out.append(value)
+    return out, torn
 
 
 @contextlib.asynccontextmanager
@@ -289,16 +323,34 @@ class Trainer:
         return None
 
     def _truncate_metrics(self, step: int) -> None:
-        # Steps after the checkpoint run again; their old lines would be duplicates.
-        lines = [m for m in read_metrics(self.metrics_path) if int(m.get("step", 0)) <= step]
+        """Keep the lines of steps up to ``step`` (the checkpoint resumed from), one per step.
+
+        Steps after the checkpoint run again, so their old lines would be
+        duplicates; a torn last line is dropped.
+        """
+        lines, torn = _read_metrics(self.metrics_path)
+        if torn is not None:
+            log.warning("trainer_metrics_repaired", path=str(self.metrics_path), dropped=torn[:200])
+        kept: dict[tuple[int, Any], dict[str, Any]] = {}
+        for m in lines:
+            k = int(m.get("step", 0))
+            if k <= step:
+                kept[(k, m.get("eval"))] = m  # the last line of a step wins (none is ever written twice)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.metrics_path.with_name(f".{METRICS_FILE}.tmp-{os.getpid()}")
-        tmp.write_text("".join(json.dumps(m) + "\n" for m in lines))
+        with open(tmp, "w") as fh:
+            fh.write("".join(json.dumps(m) + "\n" for m in kept.values()))
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, self.metrics_path)
 
-    def _log_metrics(self, line: dict[str, Any]) -> None:
+    def _log_metrics(self, line: dict[str, Any], *, durable: bool = False) -> None:
+        """Append one line; ``durable`` fsyncs it (a loop state that counts it is written next)."""
         with open(self.metrics_path, "a") as fh:
             fh.write(json.dumps(line, default=float) + "\n")
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -376,15 +428,20 @@ class Trainer:
                     self.state.last_save_time = now
                     if self.rng is not None:
                         self.state.rng_state = numpy_rng_state(self.rng)
-                    save_loop_state(self.state, self.state_path)
                     line["checkpoint"] = saved.path
+                    # The step's line first, then the record that counts it:
+                    # a crash between the two re-runs the step (its line is
+                    # dropped on resume), never loses its line.
+                    self._log_metrics(line, durable=True)
+                    save_loop_state(self.state, self.state_path)
                     log.info("trainer_checkpoint", step=k, path=saved.path)
                     doomed = plan_cleanup(self.state.checkpoints, policy, now=now)
                     if doomed:
                         gone = {c.path for c in doomed}
                         self.state.checkpoints = [c for c in self.state.checkpoints if c.path not in gone]
                         background.start_soon(self._delete, [c.path for c in doomed])
-                self._log_metrics(line)
+                else:
+                    self._log_metrics(line)
                 log.info("trainer_step", step=k, loss=loss)
                 self._start_evals(background, k)
                 if nxt is None and k < cfg.steps and not cfg.pipeline and not stop.is_set():
