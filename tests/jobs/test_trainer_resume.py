@@ -148,6 +148,9 @@ async def test_rolling_cleanup_and_eval_hooks(tmp_path: Path) -> None:
             names = sorted(c.tinker_path.rsplit("/", 1)[1] for c in (await rest.list_checkpoints(run_id)).checkpoints)
     assert names == ["step-000006", "step-000008"]
     assert [c.step for c in trainer.state.checkpoints] == [6, 8]
+    # the resume record on disk lists only the checkpoints that were kept
+    saved = load_loop_state(tmp_path / "run" / "loop_state.json")
+    assert saved is not None and [c.step for c in saved.checkpoints] == [6, 8]
     lines = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [m["step"] for m in lines if "eval" not in m] == list(range(1, 9))
     assert any(m.get("eval") == "slow" for m in lines)

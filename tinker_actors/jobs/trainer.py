@@ -429,16 +429,18 @@ class Trainer:
                     if self.rng is not None:
                         self.state.rng_state = numpy_rng_state(self.rng)
                     line["checkpoint"] = saved.path
+                    # Checkpoints to delete leave the record before their
+                    # deletion starts, so it never lists a deleted one.
+                    doomed = plan_cleanup(self.state.checkpoints, policy, now=now)
+                    gone = {c.path for c in doomed}
+                    self.state.checkpoints = [c for c in self.state.checkpoints if c.path not in gone]
                     # The step's line first, then the record that counts it:
                     # a crash between the two re-runs the step (its line is
                     # dropped on resume), never loses its line.
                     self._log_metrics(line, durable=True)
                     save_loop_state(self.state, self.state_path)
                     log.info("trainer_checkpoint", step=k, path=saved.path)
-                    doomed = plan_cleanup(self.state.checkpoints, policy, now=now)
                     if doomed:
-                        gone = {c.path for c in doomed}
-                        self.state.checkpoints = [c for c in self.state.checkpoints if c.path not in gone]
                         background.start_soon(self._delete, [c.path for c in doomed])
                 else:
                     self._log_metrics(line)
