@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="accept only this key (default: any key starting with tml-)")
     p.add_argument("--server", choices=["hypercorn", "uvicorn"], default="hypercorn")
     p.add_argument("--long-poll-timeout", type=float, default=30.0)
+    p.add_argument("--futures-batch-timeout", type=float, default=30.0, help="longest retrieve_futures poll (seconds)")
+    p.add_argument(
+        "--seq-wait-timeout", type=float, default=120.0,
+        help="how long a training request waits for its predecessor seq_id before a 400 (seconds)",
+    )
+    p.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, help="larger request bodies get 413")
     p.add_argument("--compute-threads", type=int, default=1)
     p.add_argument(
         "--metadata-threshold", type=int, default=64 * 1024,
@@ -89,6 +95,9 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         null_compute=ns.null_compute,
         faults=faults,
         long_poll_timeout_s=ns.long_poll_timeout,
+        futures_batch_timeout_s=ns.futures_batch_timeout,
+        seq_wait_timeout_s=ns.seq_wait_timeout,
+        max_body_bytes=ns.max_body_bytes,
         compute_threads=ns.compute_threads,
         metadata_threshold_bytes=ns.metadata_threshold,
         dynamic_config=not ns.no_dynamic_config,
