@@ -41,7 +41,7 @@ from .._log import get_logger
 from .. import wire
 from ..errors import ValidationError
 from ..wire import protobuf as wpb
-from . import engine
+from . import engine, tenancy
 from .config import ServerConfig, fault_config_from_dict
 from .body import ClientGone, inflate, read_body, replay_receive
 from .http import ApiError, bad, decode_body, json_response
@@ -130,6 +130,7 @@ class Gate:
                 started = True
             await send(message)
 
+        token = tenancy.current.set(None)  # _handle sets the key's tenant once it is checked
         try:
             await self._handle(scope, receive, tracking_send)
         except DroppedConnection:
@@ -150,6 +151,8 @@ class Gate:
             self.server.stats.statuses["500"] += 1
             body = {"detail": f"internal server error (request id {request_id})", "request_id": request_id}
             await json_response(body, status=500, headers={"x-request-id": request_id})(scope, receive, send)
+        finally:
+            tenancy.current.reset(token)
 
     async def _handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         srv = self.server
@@ -161,7 +164,7 @@ class Gate:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             if not path.startswith(_SIGNED_LINKS) and path != f"{API}/healthz":
-                self._check_key(headers.get("x-api-key"))
+                tenancy.current.set(self._check_key(headers.get("x-api-key")))
             length = headers.get("content-length")
             if length is not None and length.isascii() and length.isdigit() and int(length) > srv.config.max_body_bytes:
                 raise ApiError(413, f"request body of {length} bytes exceeds the limit of {srv.config.max_body_bytes}")
@@ -222,6 +225,9 @@ class Gate:
             await bad(f"X-Idempotency-Key: {len(key)} characters; the limit is {limit}").response()(scope, receive, send)
             return
         fp = fingerprint(name, scope.get(BODY, b""), srv.sampler_identity)
+        tenant = tenancy.current.get()
+        if tenant is not None:  # one tenant's keys never meet another's
+            key = f"{tenant}\0{key}"
         while (rec := cache.lookup(key)) is not None:
             if rec.fingerprint != fp:
                 srv.stats.idempotency_conflicts += 1
@@ -283,13 +289,21 @@ class Gate:
 
         await self.inner(scope, receive, counting_send)
 
-    def _check_key(self, key: str | None) -> None:
+    def _check_key(self, key: str | None) -> str | None:
+        """401 unless ``key`` is accepted; its tenant (None unless keys are isolated)."""
+        ring = self.server.keyring
+        if ring is not None:
+            tenant = ring.tenant(key)
+            if tenant is False:
+                raise ApiError(401, "invalid API key")
+            return tenant  # type: ignore[return-value]
         expected = self.server.config.api_key
         if expected is None:
             if not key or not key.startswith("tml-"):
                 raise ApiError(401, "invalid API key: expected an X-API-Key starting with 'tml-'")
         elif not key or not _consteq(key, expected):
             raise ApiError(401, "invalid API key")
+        return None
 
 
 def _key_conflict(key: str) -> Response:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import FaultConfig, ServerConfig
+from .tenancy import KeysFileError, load_keys
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -32,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed at start)")
     p.add_argument("--data-dir", type=Path, default=None, help="where checkpoints and metadata live (default: a temp dir removed at exit)")
     p.add_argument("--null-compute", action="store_true", help="skip the math; fixed-shape answers")
-    p.add_argument("--api-key", default=None, help="accept only this key (default: any key starting with tml-)")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", default=None, help="accept only this key (default: any key starting with tml-)")
+    keys.add_argument(
+        "--api-keys", type=Path, default=None, metavar="FILE",
+        help="accept the keys in FILE (one per line, # comments); with two or more, each key sees only its own "
+        "sessions, runs, checkpoints and futures",
+    )
     p.add_argument("--server", choices=["hypercorn", "uvicorn"], default="hypercorn")
     p.add_argument("--long-poll-timeout", type=float, default=30.0)
     p.add_argument("--futures-batch-timeout", type=float, default=30.0, help="longest retrieve_futures poll (seconds)")
@@ -73,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(ns: argparse.Namespace) -> ServerConfig:
+    """The ServerConfig the options describe; raises KeysFileError for an unusable keys file."""
     faults = FaultConfig(
         seed=ns.fault_seed,
         rate_429=ns.fault_rate_429,
@@ -92,6 +100,7 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         port=ns.port,
         data_dir=ns.data_dir,
         api_key=ns.api_key,
+        api_keys=load_keys(ns.api_keys) if ns.api_keys is not None else None,
         null_compute=ns.null_compute,
         faults=faults,
         long_poll_timeout_s=ns.long_poll_timeout,
@@ -117,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] == "serve":
         args = args[1:]
     ns = build_parser().parse_args(args)
-    config = config_from_args(ns)
+    try:
+        config = config_from_args(ns)
+    except KeysFileError as exc:  # its message names the file and line, never a key
+        print(f"tinker-actors serve: {exc}", file=sys.stderr)
+        return 2
     if not logging.getLogger().handlers:
         # the server is an application: its errors (logged 500s, crashed jobs)
         # go to stderr unless the embedding program routed logging elsewhere

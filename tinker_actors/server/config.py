@@ -86,6 +86,9 @@ class ServerConfig:
     port: int = 0
     data_dir: Path | str | None = None
     api_key: str | None = None
+    # several accepted keys, each seeing only its own sessions, runs,
+    # checkpoints and futures (one key: no isolation); see server/tenancy.py
+    api_keys: list[str] | None = None
     null_compute: bool = False
     faults: FaultConfig = field(default_factory=FaultConfig)
     long_poll_timeout_s: float = 30.0
@@ -123,10 +126,23 @@ class ServerConfig:
             raise ValueError("long_poll_timeout_s must be in (0, 45): the SDK gives up at 45 s")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must be None or a non-empty string")
+        if self.api_keys is not None:
+            if self.api_key is not None:
+                raise ValueError("give api_key or api_keys, not both")
+            if not self.api_keys or not all(isinstance(k, str) and k for k in self.api_keys):
+                raise ValueError("api_keys must be a non-empty list of non-empty strings")
 
     def __repr__(self) -> str:  # never show the key
         fields = ", ".join(
-            f"{f.name}={'***' if f.name == 'api_key' and self.api_key else getattr(self, f.name)!r}"
+            f"{f.name}={_hidden(f.name, getattr(self, f.name))}"
             for f in dataclasses.fields(self)
         )
         return f"ServerConfig({fields})"
+
+
+def _hidden(name: str, value: Any) -> str:
+    if name == "api_key" and value:
+        return "'***'"
+    if name == "api_keys" and value:
+        return f"[{len(value)} keys]"
+    return repr(value)

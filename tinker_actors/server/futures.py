@@ -56,6 +56,7 @@ class Future:
     request_id: str
     request_type: str
     owner: str = ""  # model id or sampling session id
+    tenant: str | None = None  # the API key's tenant that created it (serve --api-keys)
     state: FutureState = FutureState.QUEUED
     queue_state: str = "active"
     queue_state_reason: str | None = None
@@ -125,7 +126,7 @@ class FuturesStore:
         self._ttl_s = ttl_s
         self._clock = clock
         self._futures: OrderedDict[str, Future] = OrderedDict()
-        self._expired: OrderedDict[str, None] = OrderedDict()
+        self._expired: OrderedDict[str, str | None] = OrderedDict()  # request id -> tenant
         self._prefix = uuid.uuid4().hex[:8]
         self._counter = itertools.count(1)
         # finished ids in completion order: the sweep only looks at the oldest
@@ -137,9 +138,9 @@ class FuturesStore:
     def __len__(self) -> int:
         return len(self._futures)
 
-    def create(self, request_type: str, owner: str = "") -> Future:
+    def create(self, request_type: str, owner: str = "", *, tenant: str | None = None) -> Future:
         rid = f"req-{self._prefix}-{next(self._counter)}"
-        fut = Future(request_id=rid, request_type=request_type, owner=owner, created=self._clock())
+        fut = Future(request_id=rid, request_type=request_type, owner=owner, created=self._clock(), tenant=tenant)
         self._futures[rid] = fut
         self.sweep()
         return fut
@@ -243,9 +244,12 @@ class FuturesStore:
             if ev is not None:
                 ev.set()
 
+    def expired_tenant(self, request_id: str) -> str | None:
+        return self._expired.get(request_id)
+
     def _drop(self, request_id: str) -> None:
-        self._futures.pop(request_id, None)
-        self._expired[request_id] = None
+        fut = self._futures.pop(request_id, None)
+        self._expired[request_id] = fut.tenant if fut is not None else None
         while len(self._expired) > 100_000:
             self._expired.popitem(last=False)
 

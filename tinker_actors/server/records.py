@@ -33,6 +33,8 @@ class SessionRec:
     finished: str | None = None
     training_run_ids: list[str] = field(default_factory=list)
     sampler_ids: list[str] = field(default_factory=list)
+    # the tenant (a digest of the API key, never the key) under serve --api-keys
+    owner: str | None = None
     # runtime only
     # on the event loop's clock (anyio.current_time); None until first seen
     last_heartbeat: float | None = field(default=None, metadata={"runtime": True})

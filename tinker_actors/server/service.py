@@ -43,6 +43,9 @@ from .records import (
     to_doc,
 )
 from .stats import ServerStats
+from .tenancy import KeyRing
+from .tenancy import current as current_tenant
+from .tenancy import visible
 from .storage import KINDS, BadPath, Storage, check_name, check_run_id, dir_size
 
 log = get_logger(__name__)
@@ -68,6 +71,7 @@ class LocalServer:
         self.faults = FaultInjector(config.faults)
         self.futures = FuturesStore(ttl_s=config.future_result_ttl_s)
         self.idempotency = IdempotencyCache()
+        self.keyring = KeyRing(config.api_keys) if config.api_keys else None
         self._tmp: str | None = None
         if config.data_dir is None:
             self._tmp = tempfile.mkdtemp(prefix="tinker-actors-server-")
@@ -131,7 +135,7 @@ class LocalServer:
     # -- sessions -------------------------------------------------------
     def session(self, session_id: str, *, live: bool = True) -> SessionRec:
         rec = self.sessions.get(session_id)
-        if rec is None:
+        if rec is None or not visible(rec.owner):
             raise ApiError(404, f"unknown session {session_id!r}")
         if live:
             expiry = self.config.faults.session_expiry_s
@@ -153,6 +157,7 @@ class LocalServer:
             user_metadata=req.user_metadata or None,
             display_name=req.display_name,
             project_id=req.project_id,
+            owner=current_tenant.get(),
         )
         rec.last_heartbeat = anyio.current_time()
         self.sessions[sid] = rec
@@ -171,7 +176,7 @@ class LocalServer:
         return {}
 
     def list_sessions(self, limit: int, offset: int) -> dict[str, Any]:
-        ids = list(self.sessions)
+        ids = [sid for sid, rec in self.sessions.items() if visible(rec.owner)]
         return {"sessions": ids[offset : offset + limit]}
 
     def get_session(self, sid: str) -> dict[str, Any]:
@@ -201,7 +206,9 @@ class LocalServer:
         if not 1 <= req.limit <= 1000:
             raise bad("limit: must be in [1, 1000]")
         wanted = {type(q).__struct_config__.tag for q in req.statuses or ()}
-        recs = sorted(self.sessions.values(), key=lambda r: (r.created, r.session_id), reverse=True)
+        recs = sorted(
+            (r for r in self.sessions.values() if visible(r.owner)), key=lambda r: (r.created, r.session_id), reverse=True
+        )
         if req.cursor is not None:
             # resume after the cursor's session (its timestamp went through ISO
             # text and lost precision; the id did not)
@@ -264,7 +271,7 @@ class LocalServer:
 
     # -- futures plumbing ----------------------------------------------
     def _new_future(self, request_type: str, owner: str = "") -> Future:
-        fut = self.futures.create(request_type, owner)
+        fut = self.futures.create(request_type, owner, tenant=current_tenant.get())
         fut.expire_after_s = self.faults.expiry_for_future()
         return fut
 
@@ -338,11 +345,40 @@ class LocalServer:
         self.task_group.start_soon(self._model_worker, receive)
         return rt
 
+    # -- who sees what (serve --api-keys): runs, samplers and checkpoints
+    # belong to the tenant of the session they were made in
+    def _run_visible(self, run: RunRec | None) -> bool:
+        if run is None:
+            return False
+        if current_tenant.get() is None:
+            return True
+        sess = self.sessions.get(run.session_id)
+        return sess is not None and visible(sess.owner)
+
+    def _run(self, run_id: str) -> RunRec:
+        run = self.runs.get(run_id)
+        if not self._run_visible(run):
+            raise ApiError(404, f"training run {run_id!r} not found")
+        assert run is not None
+        return run
+
+    def _sampler_rec(self, sampler_id: str) -> SamplerRec:
+        rec = self.samplers.get(sampler_id)
+        if rec is None or not self._session_visible(rec.session_id):
+            raise ApiError(404, f"unknown sampling session {sampler_id!r}")
+        return rec
+
+    def _session_visible(self, session_id: str) -> bool:
+        if current_tenant.get() is None:
+            return True
+        sess = self.sessions.get(session_id)
+        return sess is not None and visible(sess.owner)
+
     def _model(self, model_id: str) -> ModelRuntime:
         rt = self.models.get(model_id)
-        if rt is None:
+        if rt is None or not self._run_visible(rt.run):
             run = self.runs.get(model_id)
-            if run is not None:
+            if run is not None and self._run_visible(run):
                 raise ApiError(404, self._not_loaded(run))
             raise ApiError(404, f"unknown model {model_id!r}")
         self.session(rt.run.session_id)
@@ -461,7 +497,7 @@ class LocalServer:
     def get_info(self, req: wire.GetInfoRequest) -> dict[str, Any]:
         model_id = req.model_id
         run = self.runs.get(model_id)
-        if run is None:
+        if run is None or not self._run_visible(run):
             raise ApiError(404, f"unknown model {model_id!r}")
         return {
             "type": "get_info",
@@ -641,7 +677,11 @@ class LocalServer:
     def _checkpoint_for_load(self, path: str) -> tuple[str, str, str, CheckpointRec]:
         run_id, kind, name = self._parse_path(path)
         rec = self.checkpoints.get(f"{run_id}/{kind}/{name}")
-        if rec is None or not self.storage.checkpoint_dir(run_id, kind, name).exists():
+        if (
+            rec is None
+            or not self._run_visible(self.runs.get(run_id))
+            or not self.storage.checkpoint_dir(run_id, kind, name).exists()
+        ):
             raise ApiError(404, f"checkpoint {path} not found")
         if rec.expires_at is not None and rec.expires_at < time.time():
             raise ApiError(410, f"checkpoint {path} has expired")
@@ -724,15 +764,14 @@ class LocalServer:
 
     def join_sampling_session(self, req: wire.JoinSamplingSessionRequest) -> dict[str, Any]:
         sid = req.sampling_session_id
-        if sid not in self.samplers:
-            raise ApiError(404, f"unknown sampling session {sid!r}")
+        self._sampler_rec(sid)
         n = self._join_counters.get(sid, 0) + 1
         self._join_counters[sid] = n
         return {"client_counter": n, "type": "join_sampling_session"}
 
     def get_sampler(self, sampler_id: str) -> dict[str, Any]:
         rec = self.samplers.get(sampler_id)
-        if rec is None:
+        if rec is None or not self._session_visible(rec.session_id):
             raise ApiError(404, f"unknown sampler {sampler_id!r}")
         out: dict[str, Any] = {"sampler_id": rec.sampler_id, "base_model": rec.base_model}
         if rec.model_path:
@@ -758,9 +797,7 @@ class LocalServer:
     async def asample(self, req: engine.SampleRequest) -> dict[str, Any]:
         if req.sampling_session_id is None:
             raise bad("field 'sampling_session_id' is required (create a sampling session first)")
-        srec = self.samplers.get(req.sampling_session_id)
-        if srec is None:
-            raise ApiError(404, f"unknown sampling session {req.sampling_session_id!r}")
+        srec = self._sampler_rec(req.sampling_session_id)
         self.session(srec.session_id)
         handle = self._sampler_handle(req.sampling_session_id)
         fut = self._new_future("Sample", req.sampling_session_id)
@@ -826,12 +863,11 @@ class LocalServer:
 
     def lookup_future(self, request_id: str) -> Future:
         fut = self.futures.get(request_id)
-        if fut is Lookup.EXPIRED:
+        if fut is Lookup.EXPIRED and visible(self.futures.expired_tenant(request_id)):
             self.stats.faults["future_expired"] += 1
             raise ApiError(410, f"future {request_id!r} has expired")
-        if fut is Lookup.UNKNOWN:
+        if not isinstance(fut, Future) or not visible(fut.tenant):
             raise ApiError(404, f"unknown future {request_id!r}")
-        assert isinstance(fut, Future)
         return fut
 
     async def retrieve_future(self, req: wire.FutureRetrieveRequest, accept: str) -> tuple[bytes, str]:
@@ -868,8 +904,7 @@ class LocalServer:
 
     async def retrieve_futures(self, req: wire.FuturesRetrieveRequest) -> dict[str, Any]:
         sid = req.target.sampling_session_id
-        if sid not in self.samplers:
-            raise ApiError(404, f"unknown sampling session {sid!r}")
+        self._sampler_rec(sid)
         key = f"{sid}#{req.target.cloned_sampler_id}"
         cursor = req.prev_cursor
         if cursor < 0:
@@ -922,7 +957,7 @@ class LocalServer:
         return out
 
     def list_runs(self, limit: int, offset: int) -> dict[str, Any]:
-        runs = list(self.runs.values())
+        runs = [r for r in self.runs.values() if self._run_visible(r)]
         page = runs[offset : offset + limit]
         return {
             "training_runs": [self._run_api(r) for r in page],
@@ -930,23 +965,23 @@ class LocalServer:
         }
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        run = self.runs.get(run_id)
-        if run is None:
-            raise ApiError(404, f"training run {run_id!r} not found")
-        return self._run_api(run)
+        return self._run_api(self._run(run_id))
 
     def _live_checkpoints(self) -> list[CheckpointRec]:
         now = time.time()
         return [c for c in self.checkpoints.values() if c.expires_at is None or c.expires_at > now]
 
     def run_checkpoints(self, run_id: str) -> dict[str, Any]:
-        if run_id not in self.runs:
-            raise ApiError(404, f"training run {run_id!r} not found")
+        self._run(run_id)
         cks = [c.to_api() for c in self._live_checkpoints() if c.run_id == run_id]
         return {"checkpoints": cks}
 
     def user_checkpoints(self, limit: int, offset: int) -> dict[str, Any]:
-        cks = sorted(self._live_checkpoints(), key=lambda c: c.time, reverse=True)
+        cks = sorted(
+            (c for c in self._live_checkpoints() if self._run_visible(self.runs.get(c.run_id))),
+            key=lambda c: c.time,
+            reverse=True,
+        )
         return {
             "checkpoints": [c.to_api() for c in cks[offset : offset + limit]],
             "cursor": {"offset": offset, "limit": limit, "total_count": len(cks)},
@@ -960,7 +995,7 @@ class LocalServer:
         except BadPath as exc:
             raise bad(str(exc)) from None
         rec = self.checkpoints.get(f"{run_id}/{kind}/{name}")
-        if rec is None:
+        if rec is None or not self._run_visible(self.runs.get(run_id)):
             raise ApiError(404, f"checkpoint tinker://{run_id}/{kind}/{name} not found")
         return rec
 
