@@ -69,3 +69,45 @@ async def test_a_crashing_job_fails_its_future_and_the_server_lives(served, monk
     r = await client.post("/api/v1/asample", json={**body, "seq_id": 2})
     assert r.status_code == 200
     assert (await result(client, r.json()["request_id"])).status_code == 200
+
+
+_PLANTED = """
+import sys
+from tinker_actors.server import service
+
+def boom(self, req):
+    raise RuntimeError("planted bug")
+
+service.LocalServer.heartbeat = boom
+from tinker_actors.server.cli import main
+sys.exit(main(["serve", "--port", "0", "--data-dir", sys.argv[1]]))
+"""
+
+
+def test_serve_logs_the_500_to_stderr_through_logging_and_never_the_key(tmp_path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    key = "tml-secret-do-not-log-4d2f"
+    script = tmp_path / "planted.py"
+    script.write_text(_PLANTED)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "data")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        url = re.search(r"http://\S+", line).group(0)  # type: ignore[union-attr]
+        with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as client:
+            r = client.post("/api/v1/session_heartbeat", json={"session_id": "x"})
+            assert r.status_code == 500
+            request_id = r.json()["request_id"]
+            assert client.get("/api/v1/healthz").status_code == 200  # still serving
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    assert f"local_server.unhandled_error request_id='{request_id}'" in err
+    assert "RuntimeError: planted bug" in err and "Traceback" in err
+    assert key not in err
