@@ -203,3 +203,82 @@ def _slow_samples() -> Any:
     from tinker_actors.server import FaultConfig
 
     return FaultConfig(slow_s=0.02, routes=["asample"])
+
+
+async def test_sweep_and_server_killed_at_random_with_a_short_future_ttl(tmp_path: Path) -> None:
+    """Issue 10: SIGKILL the sweep at random moments while the server is also killed and
+    restarted, and forgets finished futures after 1 s. Every request ends done exactly once,
+    with the results of an uninterrupted run."""
+    from _server import ServerProcess
+
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    total = N_PROMPTS * 4
+    async with local_server(tmp_path / "ref-server") as ref_url:
+        async with open_service_client(base_url=ref_url, api_key=KEY, telemetry=False) as service:
+            ref = await run_sweep(load_spec(write_spec(tmp_path / "ref")), service, progress=False)
+    spec_path = write_spec(tmp_path / "killed")
+    journal = spec_path.parent / "journal.sqlite"
+    server = ServerProcess(tmp_path / "server", "--fault-expire-futures", "1.0", "--fault-slow", "0.01")
+    work = 0  # samples computed, over every life of the server
+    kills = {"sweep": 0, "server": 0}
+
+    async def kill_server() -> None:
+        nonlocal work
+        work += int((await stats(server.url))["work_done"].get("Sample", 0))
+        server.kill()
+        kills["server"] += 1
+
+    await trio.to_thread.run_sync(server.start)
+    try:
+        with trio.fail_after(300):
+            for _ in range(5):
+                have = done_count(journal)
+                if have >= total * 3 // 4:
+                    break
+                proc = await trio.lowlevel.open_process(sweep_cmd(server.url, spec_path), env=child_env(),
+                                                        cwd=str(spec_path.parent), stdout=-3, stderr=-3)
+                try:
+                    target = rng.randint(have + 1, min(total * 3 // 4, have + total // 5))
+                    while done_count(journal) < target and proc.poll() is None:
+                        await trio.sleep(0.005)
+                    what = rng.choice(["sweep", "server", "both"])
+                    if what in ("server", "both"):
+                        await kill_server()
+                    if what in ("sweep", "both"):
+                        proc.send_signal(signal.SIGKILL)
+                        kills["sweep"] += 1
+                    await trio.sleep(rng.uniform(0.0, 1.5))  # past the futures' TTL, sometimes
+                    if not server.running:
+                        await trio.to_thread.run_sync(server.start)
+                    if what == "server":
+                        # the sweep rode the outage out; kill it too, somewhere further on
+                        mark = done_count(journal)
+                        while done_count(journal) < min(total - 1, mark + rng.randint(1, 10)) and proc.poll() is None:
+                            await trio.sleep(0.005)
+                        proc.send_signal(signal.SIGKILL)
+                        kills["sweep"] += 1
+                    await proc.wait()
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        await proc.wait()
+            assert 0 < done_count(journal) < total, "the kills should leave the sweep unfinished"
+            final = await trio.run_process([*sweep_cmd(server.url, spec_path), "--json"], env=child_env(),
+                                           cwd=str(spec_path.parent), capture_stdout=True, capture_stderr=True, check=False)
+            assert final.returncode == 0, (seed, final.stderr.decode()[-3000:])
+            work += int((await stats(server.url))["work_done"].get("Sample", 0))
+    finally:
+        server.kill()
+    killed = comparable(spec_path.parent / "results.jsonl")
+    assert len(killed) == total and all(state == "done" for state, *_ in killed.values()), seed
+    assert killed == comparable(Path(ref.results or "")), seed
+    conn = sqlite3.connect(journal)
+    rows = conn.execute("SELECT count(*), count(DISTINCT key), sum(state = 'done') FROM requests").fetchone()
+    new_keys = conn.execute("SELECT sum(generation) FROM requests").fetchone()[0]
+    conn.close()
+    assert tuple(rows) == (total, total, total)
+    # Work was repeated only for what a kill or the TTL made the server forget: at most one
+    # concurrency window of requests per kill of either process, and each forgotten future once.
+    assert total <= work <= total + 8 * (kills["sweep"] + kills["server"]) + new_keys, (seed, work, kills, new_keys)
+    print(f"seed={seed} kills={kills} work={work} new_keys={new_keys}")
