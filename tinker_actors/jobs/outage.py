@@ -9,12 +9,16 @@ against a request's retry budget; an outage only counts against the sweep's
 :class:`OutageTracker` is the pure state (time is an argument, as in
 ``aimd``): it hears of successes and of failures that say "unreachable", and
 reads the session's heartbeat health. The server is unreachable since ``T``
-when, since ``T``, nothing succeeded and either the heartbeat has been failing
-or a request failed to reach it and nothing succeeded for ``quiet_s`` after.
+when, since ``T``, nothing succeeded and either the heartbeat has been failing,
+or requests failed to reach it and either ``burst`` of them failed in a row
+or nothing succeeded for ``quiet_s``. (Under a few per cent of dropped
+connections successes come in between, so that is no outage.)
 
 While the server is unreachable, requests do not all hammer it: the tracker
 hands out one *probe* at a time, spaced by a backoff that doubles from
-``probe_initial`` to ``probe_max``; everyone else waits until the probe (or a
+``probe_initial`` to ``probe_max`` (10 s, the transport's own cap on one
+back-off: a server that comes back is found within about 10 s, by a probe
+or by the next heartbeat); everyone else waits until the probe (or a
 heartbeat, or a request already in flight) gets through.
 """
 
@@ -31,11 +35,13 @@ class OutageTracker:
         self,
         *,
         quiet_s: float = 5.0,
+        burst: int = 3,
         probe_initial: float = 1.0,
-        probe_max: float = 30.0,
+        probe_max: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:
         self.quiet_s = quiet_s
+        self.burst = burst
         self.probe_initial = probe_initial
         self.probe_max = probe_max
         self._rng = rng or random.Random()
@@ -52,6 +58,9 @@ class OutageTracker:
     # -- what happened ----------------------------------------------------------
 
     def success(self, now: float) -> None:
+        if self._in_outage_since is not None:
+            self.longest = max(self.longest, now - self._in_outage_since)
+            self._in_outage_since = None
         self.last_success = now
         self.fail_since = None
         self.failures = 0
@@ -79,18 +88,18 @@ class OutageTracker:
             self.last_success is None or self.last_success < heartbeat_failing_since
         ):
             since.append(heartbeat_failing_since)
-        if self.fail_since is not None and now - (self.last_success if self.last_success is not None else -math.inf) >= self.quiet_s:
-            if now - self.fail_since >= 0:
-                since.append(self.fail_since)
+        if self.fail_since is not None and (
+            self.failures >= self.burst
+            or now - (self.last_success if self.last_success is not None else -math.inf) >= self.quiet_s
+        ):
+            since.append(self.fail_since)
         start = min(since) if since else None
         self._note(now, start)
         return start
 
     def _note(self, now: float, start: float | None) -> None:
         if start is None:
-            if self._in_outage_since is not None:
-                self.longest = max(self.longest, now - self._in_outage_since)
-            self._in_outage_since = None
+            self._in_outage_since = None  # ended by a success (which measured it)
             return
         if self._in_outage_since is None:
             self.outages += 1

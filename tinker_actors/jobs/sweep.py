@@ -276,11 +276,11 @@ class _Sessions:
                 self._tokenizer_loaded = True
             return session, client
 
-    def health_failing_since(self) -> float | None:
+    def health(self) -> tuple[float | None, float | None]:
+        """(heartbeats failing since, last successful heartbeat) of the current session, trio time."""
         health = getattr(getattr(self.current.service, "service", None), "health", None)
-        if getattr(health, "state", None) == "degraded":
-            return getattr(health, "since", None)
-        return None
+        failing = getattr(health, "since", None) if getattr(health, "state", None) == "degraded" else None
+        return failing, getattr(health, "last_success", None)
 
     async def replace(self, stale: _Session) -> bool:
         """Open a new session in place of ``stale``; False when it cannot be replaced.
@@ -502,7 +502,10 @@ class _Run:
     # -- outage ---------------------------------------------------------------------
 
     def unreachable_since(self) -> float | None:
-        return self.tracker.unreachable_since(trio.current_time(), self.sessions.health_failing_since())
+        failing, beat = self.sessions.health()
+        if beat is not None and self.tracker.fail_since is not None and beat > self.tracker.fail_since:
+            self.tracker.success(beat)  # a heartbeat got through since the last failure
+        return self.tracker.unreachable_since(trio.current_time(), failing)
 
     async def watch(self, give_up: float | None) -> bool:
         """Follow the outage state for the display and the logs; True once it lasted ``give_up`` s."""
