@@ -176,6 +176,15 @@ ENDPOINTS: dict[str, Endpoint] = {
                  response="SessionTraceExportResponse", body="none"),
         Endpoint(name="get_sampler", method="GET", path="samplers/{sampler_id}", resource=T,
                  response="GetSamplerResponse", body="none"),
+        # -- admin: audit log, billing and storage usage -------------------------------------
+        Endpoint(name="get_audit_log", method="GET", path="audit", resource=T,
+                 response="AuditLogResponse", body="none", query={"event_type": "all", "day": None}),
+        Endpoint(name="get_billing_usage", method="GET", path="billing/usage/events", resource=T,
+                 response="BillingUsageResponse", body="none",
+                 query={"starting_on": None, "ending_before": None}),
+        Endpoint(name="get_current_checkpoint_storage_usage", method="GET",
+                 path="billing/usage/checkpoints/current", resource=T,
+                 response="CurrentCheckpointStorageUsageResponse", body="none", query={"project_id": None}),
     ]
 }
 

@@ -364,6 +364,10 @@ class RestResource(Resource):
     search_sessions = route("search_sessions")
     session_trace_export = route("session_trace_export", "A session's Perfetto trace export: status, and its URL once ready.")
     get_sampler = route("get_sampler")
+    get_audit_log = route("get_audit_log", "Audit events of one UTC day.")
+    get_billing_usage = route("get_billing_usage", "Hourly billing usage buckets between two instants.")
+    get_current_checkpoint_storage_usage = route("get_current_checkpoint_storage_usage",
+                                                 "Checkpoint storage in use now, per project.")
 
 
 class API:

@@ -17,6 +17,7 @@ import binascii
 import json
 import os
 from collections.abc import AsyncIterator, Callable
+from datetime import date, datetime, timezone
 from typing import Any, Literal
 
 import msgspec
@@ -35,6 +36,18 @@ TRACE_EXPORT_POLL_S = 5.0
 
 AccessScope = Literal["owned", "accessible"]
 _KINDS = ("weights", "sampler_weights", "external_weights")
+
+
+def _rfc3339(value: datetime | str, field: str) -> str:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).isoformat()
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(f"{value!r} is not an RFC 3339 time", field=field) from None
+        return value
+    raise ValidationError(f"expected a datetime or an RFC 3339 string, got {type(value).__name__}", field=field)
 
 
 class ParsedTinkerPath(msgspec.Struct, frozen=True):
@@ -109,6 +122,34 @@ class RestClient:
             return await call(rest.with_raw_response if raw_response else rest, opts)
 
         return self._ctx.start(name, run)
+
+    # -- admin: audit log, billing and storage usage ----------------------------------------------
+
+    def get_audit_log(self, event_type: Literal["all", "checkpoints", "projects", "teams", "organizations"] = "all",
+                      day: date | None = None, *, raw_response: bool = False,
+                      **options: Any) -> APIFuture[wt.AuditLogResponse]:
+        """Audit events of one UTC ``day`` (today by default) of ``event_type``."""
+        if event_type not in wt.AUDIT_EVENT_TYPES:
+            raise ValidationError(f"must be one of {', '.join(wt.AUDIT_EVENT_TYPES)}", field="event_type")
+        day_text = None if day is None else day.isoformat()
+        return self._rest("get_audit_log", lambda r, o: r.get_audit_log(event_type=event_type, day=day_text, **o),
+                          raw_response, options)
+
+    def get_billing_usage(self, starting_on: datetime | str, ending_before: datetime | str, *,
+                          raw_response: bool = False, **options: Any) -> APIFuture[wt.BillingUsageResponse]:
+        """Hourly usage buckets from ``starting_on`` to ``ending_before`` (datetimes or RFC 3339 strings)."""
+        start, end = _rfc3339(starting_on, "starting_on"), _rfc3339(ending_before, "ending_before")
+        return self._rest("get_billing_usage",
+                          lambda r, o: r.get_billing_usage(starting_on=start, ending_before=end, **o),
+                          raw_response, options)
+
+    def get_current_checkpoint_storage_usage(
+        self, project_id: str | None = None, *, raw_response: bool = False, **options: Any
+    ) -> APIFuture[wt.CurrentCheckpointStorageUsageResponse]:
+        """Checkpoint storage in use now, per project (one project with ``project_id``)."""
+        return self._rest("get_current_checkpoint_storage_usage",
+                          lambda r, o: r.get_current_checkpoint_storage_usage(project_id=project_id, **o),
+                          raw_response, options)
 
     # -- training runs ---------------------------------------------------------------------------
 

@@ -423,7 +423,8 @@ class RestClient(_SyncClient):
         "set_checkpoint_ttl_from_tinker_path", "get_checkpoint_archive_url",
         "get_checkpoint_archive_url_from_tinker_path", "get_external_weights_urls", "get_session", "list_sessions",
         "get_sampler", "assign_session_project", "get_server_capabilities", "search_sessions",
-        "export_session_trace", "whoami", "copy_weights",
+        "export_session_trace", "whoami", "copy_weights", "get_audit_log", "get_billing_usage",
+        "get_current_checkpoint_storage_usage",
     )
     _iter_methods = ("iter_training_runs", "iter_user_checkpoints", "iter_sessions")
 

@@ -41,7 +41,7 @@ from .._log import get_logger
 from .. import wire
 from ..errors import ValidationError
 from ..wire import protobuf as wpb
-from . import engine, tenancy
+from . import admin, engine, tenancy
 from .config import ServerConfig, fault_config_from_dict
 from .body import ClientGone, inflate, read_body, replay_receive
 from .http import ApiError, bad, decode_body, json_response
@@ -459,6 +459,18 @@ def build_routes(srv: LocalServer) -> list[Route]:
             raise ApiError(404, "sessions routes are not available on this server")
         return srv.get_session(request.path_params["sid"])
 
+    # -- admin (server/admin.py) ------------------------------------------------------
+    async def audit(request: Request) -> Any:
+        q = request.query_params
+        return admin.audit_log(srv, q.get("event_type"), q.get("day"))
+
+    async def billing_events(request: Request) -> Any:
+        q = request.query_params
+        return admin.billing_usage(srv, q.get("starting_on"), q.get("ending_before"))
+
+    async def storage_current(request: Request) -> Any:
+        return admin.checkpoint_storage_usage(srv, request.query_params.get("project_id"))
+
     async def capabilities(request: Request) -> Any:
         return {"supported_models": srv.engine.supported_models()}
 
@@ -585,6 +597,9 @@ def build_routes(srv: LocalServer) -> list[Route]:
         Route(f"{API}/sessions/{{sid}}/trace_export", endpoint(trace_export), methods=["GET"]),
         Route(f"{API}/sessions/search", endpoint(sessions_search), methods=["POST"]),
         Route(f"{API}/sessions", endpoint(sessions), methods=["GET"]),
+        Route(f"{API}/audit", endpoint(audit), methods=["GET"]),
+        Route(f"{API}/billing/usage/events", endpoint(billing_events), methods=["GET"]),
+        Route(f"{API}/billing/usage/checkpoints/current", endpoint(storage_current), methods=["GET"]),
         Route(f"{API}/sessions/{{sid}}", endpoint(session_get), methods=["GET"]),
         Route(f"{API}/get_server_capabilities", endpoint(capabilities), methods=["GET"]),
         Route(f"{API}/healthz", endpoint(healthz), methods=["GET"]),

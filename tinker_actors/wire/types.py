@@ -8,6 +8,7 @@ from the area modules.
 
 from __future__ import annotations
 
+from . import admin as _admin
 from . import config as _config
 from . import futures as _futures
 from . import model as _model
@@ -19,6 +20,7 @@ from . import telemetry as _telemetry
 from . import tensor_data as _tensor_data
 from . import training as _training
 from . import weights as _weights
+from .admin import *  # noqa: F403
 from .config import *  # noqa: F403
 from .futures import *  # noqa: F403
 from .model import *  # noqa: F403
@@ -32,6 +34,7 @@ from .training import *  # noqa: F403
 from .weights import *  # noqa: F403
 
 __all__ = [
+    *_admin.__all__,
     *_config.__all__,
     *_futures.__all__,
     *_model.__all__,
