@@ -160,14 +160,20 @@ class Resource:
             raw=self._raw,
         )
         kwargs: dict[str, Any] = {}
+        call_headers = {**ep.headers, **(headers or {})}
         if ep.body == "protobuf":
-            kwargs["content"] = _encode_protobuf(request)
+            content = _encode_protobuf(request)
+            if _compress_fwdbwd(self._requester):
+                # the server asked for it (proto_compress_fwdbwd): forward_backward bodies are
+                # token ids and floats that zstd shrinks many times over
+                content = _zstd().compress(content)
+                call_headers["Content-Encoding"] = "zstd"
+            kwargs["content"] = content
             kwargs["content_type"] = PROTOBUF
         elif ep.body == "json" and request is not None:
             kwargs["json"] = request
         elif ep.body == "json" and ep.method != "GET" and extra_body:
             kwargs["json"] = {}
-        call_headers = {**ep.headers, **(headers or {})}
         result = await self._requester.request(
             ep.resource,
             ep.method,
@@ -179,6 +185,17 @@ class Resource:
             **kwargs,
         )
         return result
+
+
+def _compress_fwdbwd(requester: Any) -> bool:
+    """Whether the server's flags ask for zstd forward_backward bodies (a bare transport has no flags)."""
+    return bool(getattr(getattr(requester, "server_flags", None), "proto_compress_fwdbwd", False))
+
+
+def _zstd() -> Any:
+    import zstandard
+
+    return zstandard.ZstdCompressor()  # one per body: a compressor is not safe across threads
 
 
 def _ignore_body(raw: RawResponse) -> None:
