@@ -135,6 +135,10 @@ class SamplingClient:
         ``target_prompt_logprobs`` scores given token ids per prompt position,
         ``prompt_alt_tokens_k`` draws k alternatives per prompt position,
         ``prompt_logprobs_last_n`` scores only the last n prompt tokens.
+
+        The result's arrays are numpy views over the response body (whatever
+        the wire annotations say): ``seq.tokens`` is int32, ``seq.logprobs``
+        float32; ``seq.tokens_list`` / ``seq.logprobs_list`` give lists.
         """
         if num_samples < 1:
             raise ValueError("num_samples must be at least 1")

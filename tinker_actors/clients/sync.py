@@ -30,15 +30,25 @@ hang interpreter exit). Calling a blocking method from the loop thread itself
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import trio
 
 from .futures import APIFuture, FutureState
+
+if TYPE_CHECKING:
+    from ..transport.options import SignedURL
+    from ..wire import types as wt
+    from .service import LossHandle
+
+T = TypeVar("T")
+AccessScope = Literal["owned", "accessible"]
 
 __all__ = ["ServiceClient", "TrainingClient", "SamplingClient", "RestClient", "SyncFuture"]
 
@@ -117,8 +127,11 @@ class _LoopThread:
         self._thread.join()
 
 
-class SyncFuture(concurrent.futures.Future):  # type: ignore[type-arg]
-    """A ``concurrent.futures.Future`` mirroring an :class:`APIFuture` on the loop thread."""
+class SyncFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` mirroring an :class:`APIFuture` on the loop thread.
+
+    ``SyncFuture[X]``: ``.result()`` returns an ``X``.
+    """
 
     def __init__(
         self,
@@ -187,120 +200,50 @@ class SyncFuture(concurrent.futures.Future):  # type: ignore[type-arg]
 
 
 class _SyncClient:
-    """Base of the blocking wrappers: each listed method runs on the loop thread."""
+    """Base of the blocking wrappers: every method runs its trio counterpart on the loop thread.
 
-    _future_methods: tuple[str, ...] = ()
-    _plain_methods: tuple[str, ...] = ()
-    # async methods that resolve to an APIFuture once the server accepted the
-    # request (tinkex *_future): blocking here until then, then a SyncFuture
-    _submitted_methods: tuple[str, ...] = ()
-    # SDK *_async names, for asyncio code: ``name_async`` -> (sync name, await the result?)
-    _asyncio_aliases: dict[str, tuple[str, bool]] = {}
-    # async iterators of the trio client: plain generators here
-    _iter_methods: tuple[str, ...] = ()
+    The methods are written out (not generated) so ``help()`` and IDEs show their
+    real signatures; each takes the trio method's per-call options too
+    (``timeout``, ``max_retries``, ``idempotency_key``, ``extra_headers``,
+    ``extra_query``, ``extra_body``, ``raw_response``).
+    """
 
     def __init__(self, loop: _LoopThread, inner: Any) -> None:
         self._loop = loop
         self._inner = inner
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        for name in cls._future_methods:
-            if name not in cls.__dict__:
-                setattr(cls, name, _future_method(name))
-        for name in cls._plain_methods:
-            if name not in cls.__dict__:
-                setattr(cls, name, _plain_method(name))
-        for name in cls._submitted_methods:
-            if name not in cls.__dict__:
-                setattr(cls, name, _submitted_method(name))
-        for name, (target, resolve) in cls._asyncio_aliases.items():
-            if name not in cls.__dict__:
-                setattr(cls, name, _asyncio_alias(name, target, resolve))
-        for name in cls._iter_methods:
-            if name not in cls.__dict__:
-                setattr(cls, name, _iter_method(name))
-
-    def _submit(self, start: Callable[[], Any]) -> SyncFuture:
+    def _submit(self, start: Callable[[], Any]) -> Any:
+        """A SyncFuture of the trio future ``start()`` returns (``start`` runs on the loop)."""
         loop = self._loop
 
-        def begin() -> SyncFuture:
+        def begin() -> SyncFuture[Any]:
             afut = start()
-            fut = SyncFuture(loop, afut, lambda value: _wrap(loop, value))
+            fut: SyncFuture[Any] = SyncFuture(loop, afut, lambda value: _wrap(loop, value))
             afut.add_done_callback(fut._settle)
             return fut
 
-        return loop.call(begin)  # type: ignore[no-any-return]
+        return loop.call(begin)
 
-    @property
-    def with_raw_response(self) -> Any:
-        from ._base import RawView
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on the loop thread, its result wrapped."""
+        return _wrap(self._loop, self._loop.call(fn))
 
-        return RawView(self)
-
-    def __repr__(self) -> str:
-        return f"sync.{self._inner!r}"
-
-
-def _future_method(name: str) -> Callable[..., SyncFuture]:
-    def method(self: _SyncClient, *args: Any, **kwargs: Any) -> SyncFuture:
-        bound = getattr(self._inner, name)
-        return self._submit(lambda: bound(*args, **kwargs))
-
-    method.__name__ = name
-    method.__doc__ = f"Blocking-facade ``{name}``: returns a :class:`SyncFuture` (see the async client's docs)."
-    return method
-
-
-def _plain_method(name: str) -> Callable[..., Any]:
-    def method(self: _SyncClient, *args: Any, **kwargs: Any) -> Any:
-        bound = getattr(self._inner, name)
-        return _wrap(self._loop, self._loop.call(lambda: bound(*args, **kwargs)))
-
-    method.__name__ = name
-    return method
-
-
-def _submitted_method(name: str) -> Callable[..., SyncFuture]:
-    def method(self: _SyncClient, *args: Any, **kwargs: Any) -> SyncFuture:
+    def _submitted(self, start: Callable[[], Any]) -> Any:
+        """For tinkex ``*_future``: wait until the server accepted, then a SyncFuture with ``request_id`` set."""
         loop = self._loop
-        bound = getattr(self._inner, name)
 
-        async def submit() -> SyncFuture:
-            afut = await bound(*args, **kwargs)
-            fut = SyncFuture(loop, afut, lambda value: _wrap(loop, value))
+        async def submit() -> SyncFuture[Any]:
+            afut = await start()
+            fut: SyncFuture[Any] = SyncFuture(loop, afut, lambda value: _wrap(loop, value))
             afut.add_done_callback(fut._settle)
             return fut
 
-        return loop.run(submit)  # type: ignore[no-any-return]
+        return loop.run(submit)
 
-    method.__name__ = name
-    method.__doc__ = (
-        f"Blocking-facade ``{name}``: blocks until the server accepted the request, then returns a "
-        ":class:`SyncFuture` whose ``request_id`` is set (its result is not awaited)."
-    )
-    return method
-
-
-def _asyncio_alias(name: str, target: str, resolve: bool) -> Callable[..., Any]:
-    async def method(self: _SyncClient, *args: Any, **kwargs: Any) -> Any:
-        fut = getattr(self, target)(*args, **kwargs)
-        if not resolve:
-            return fut
-        import asyncio
-
-        return await asyncio.wrap_future(fut)
-
-    method.__name__ = name
-    what = "its result" if resolve else "the :class:`SyncFuture`"
-    method.__doc__ = f"SDK-compatible ``{name}`` for asyncio code: ``await`` it for {what} of ``{target}``."
-    return method
-
-
-def _iter_method(name: str) -> Callable[..., Any]:
-    def method(self: _SyncClient, *args: Any, **kwargs: Any) -> Any:
+    def _iterate(self, start: Callable[[], Any]) -> Iterator[Any]:
+        """A generator over a trio async iterator, one item at a time through the loop."""
         loop = self._loop
-        agen = loop.call(lambda: getattr(self._inner, name)(*args, **kwargs))
+        agen = loop.call(start)
 
         async def step() -> Any:
             return await agen.__anext__()
@@ -318,9 +261,14 @@ def _iter_method(name: str) -> Callable[..., Any]:
             if not loop.closed:
                 loop.run(close)
 
-    method.__name__ = name
-    method.__doc__ = f"Blocking-facade ``{name}``: a generator over the same items, page by page."
-    return method
+    @property
+    def with_raw_response(self) -> Any:
+        from ._base import RawView
+
+        return RawView(self)
+
+    def __repr__(self) -> str:
+        return f"sync.{self._inner!r}"
 
 
 class _SyncTelemetry:
@@ -363,29 +311,209 @@ def _wrap(loop: _LoopThread, value: Any) -> Any:
 
 
 class TrainingClient(_SyncClient):
-    _future_methods = (
-        "forward", "forward_backward", "forward_backward_custom", "optim_step", "save_state", "load_state",
-        "load_state_with_optimizer", "save_weights_for_sampler", "save_weights_and_get_sampling_client",
-        "create_sampling_client", "get_info", "save_weights_external", "save_weights_typed", "load_weights_typed",
-        "save_weights_for_sampler_typed",
-    )
-    _plain_methods = ("get_tokenizer",)
-    _submitted_methods = ("forward_future", "forward_backward_future", "optim_step_future")
-    _asyncio_aliases = {
-        "forward_async": ("forward", False),
-        "forward_backward_async": ("forward_backward", False),
-        "optim_step_async": ("optim_step", False),
-    }
+    """Blocking TrainingClient: see :class:`tinker_actors.clients.TrainingClient` for each method."""
 
     @property
     def model_id(self) -> str:
         return str(self._inner.model_id)
 
+    def forward(
+        self, data: Sequence[wt.Datum], loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None = None, *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.ForwardBackwardOutput]:
+        """Forward pass only: per-datum outputs (``logprobs``...) and the loss metrics, no gradients."""
+        return self._submit(
+            lambda: self._inner.forward(data, loss_fn, loss_fn_config, raw_response=raw_response, **options)
+        )
+
+    def forward_backward(
+        self, data: Sequence[wt.Datum], loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None = None, *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.ForwardBackwardOutput]:
+        """Forward and backward: gradients accumulate on the server until :meth:`optim_step`."""
+        return self._submit(
+            lambda: self._inner.forward_backward(
+                data, loss_fn, loss_fn_config, raw_response=raw_response, **options
+            )
+        )
+
+    def forward_backward_custom(
+        self, data: Sequence[wt.Datum], loss_fn: Any, **options: Any
+    ) -> SyncFuture[wt.ForwardBackwardOutput]:
+        """forward_backward with a loss computed here, over per-token logprobs."""
+        return self._submit(lambda: self._inner.forward_backward_custom(data, loss_fn, **options))
+
+    def optim_step(
+        self, optim_params: Any = None, *, adam_params: wt.AdamParams | None = None,
+        raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.OptimStepResponse]:
+        """Apply the accumulated gradients (AdamParams, or DimuonParams for a dimuon model)."""
+        return self._submit(
+            lambda: self._inner.optim_step(
+                optim_params, adam_params=adam_params, raw_response=raw_response, **options
+            )
+        )
+
+    def save_state(
+        self, name: str, ttl_seconds: int | None = None, overwrite: bool = False,
+        user_metadata: Mapping[str, str] | None = None, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.SaveWeightsResponse]:
+        """Save weights and optimizer state as ``tinker://<run>/weights/<name>``."""
+        return self._submit(
+            lambda: self._inner.save_state(
+                name, ttl_seconds, overwrite, user_metadata, raw_response=raw_response, **options
+            )
+        )
+
+    def load_state(
+        self, path: str, weights_access_token: str | None = None, *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.LoadWeightsResponse]:
+        """Load a checkpoint's weights into this model (optimizer state is not restored)."""
+        return self._submit(
+            lambda: self._inner.load_state(path, weights_access_token, raw_response=raw_response, **options)
+        )
+
+    def load_state_with_optimizer(
+        self, path: str, weights_access_token: str | None = None, *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.LoadWeightsResponse]:
+        """Load a checkpoint's weights and its optimizer state (Adam moments): an exact resume."""
+        return self._submit(
+            lambda: self._inner.load_state_with_optimizer(
+                path, weights_access_token, raw_response=raw_response, **options
+            )
+        )
+
+    def save_weights_for_sampler(
+        self, name: str, ttl_seconds: int | None = None, user_metadata: Mapping[str, str] | None = None, *,
+        raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.SaveWeightsForSamplerResponse]:
+        """Save sampler weights as ``tinker://<run>/sampler_weights/<name>``."""
+        return self._submit(
+            lambda: self._inner.save_weights_for_sampler(
+                name, ttl_seconds, user_metadata, raw_response=raw_response, **options
+            )
+        )
+
+    def save_weights_and_get_sampling_client(
+        self, name: str | None = None, retry_config: Any = None, record_stability_info: bool = False,
+        kind: str = 'snapshot', *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[SamplingClient]:
+        """Snapshot the current weights into a new sampler and resolve to its SamplingClient."""
+        return self._submit(
+            lambda: self._inner.save_weights_and_get_sampling_client(
+                name, retry_config, record_stability_info, kind, raw_response=raw_response, **options
+            )
+        )
+
+    def create_sampling_client(
+        self, model_path: str, retry_config: Any = None, record_stability_info: bool = False, **kwargs: Any
+    ) -> SyncFuture[SamplingClient]:
+        """A SamplingClient on saved sampler weights."""
+        return self._submit(
+            lambda: self._inner.create_sampling_client(
+                model_path, retry_config, record_stability_info, **kwargs
+            )
+        )
+
+    def get_info(self, *, raw_response: bool = False, **options: Any) -> SyncFuture[wt.GetInfoResponse]:
+        """The model's description (cached after the first successful call)."""
+        return self._submit(lambda: self._inner.get_info(raw_response=raw_response, **options))
+
+    def save_weights_external(
+        self, name: str, ttl_seconds: int | None = None, age_encryption_recipients: list[str] | None = None,
+        *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.SaveWeightsExternalResponse]:
+        """Export the weights in an external (Hugging Face) layout as ``tinker://<run>/external_weights/<name>``."""
+        return self._submit(
+            lambda: self._inner.save_weights_external(
+                name, ttl_seconds, age_encryption_recipients, raw_response=raw_response, **options
+            )
+        )
+
+    def save_weights_typed(
+        self, name: str, ttl_seconds: int | None = None, overwrite: bool = False,
+        user_metadata: Mapping[str, str] | None = None, **options: Any
+    ) -> SyncFuture[wt.SaveWeightsResponse]:
+        """tinkex ``save_weights_typed``: :meth:`save_state`, resolving to a ``SaveWeightsResponse``."""
+        return self._submit(
+            lambda: self._inner.save_weights_typed(name, ttl_seconds, overwrite, user_metadata, **options)
+        )
+
+    def load_weights_typed(
+        self, path: str, optimizer: bool = False, weights_access_token: str | None = None, **options: Any
+    ) -> SyncFuture[wt.LoadWeightsResponse]:
+        """tinkex ``load_weights_typed``: :meth:`load_state` (``optimizer=True``: with optimizer state)."""
+        return self._submit(
+            lambda: self._inner.load_weights_typed(path, optimizer, weights_access_token, **options)
+        )
+
+    def save_weights_for_sampler_typed(
+        self, name: str, ttl_seconds: int | None = None, user_metadata: Mapping[str, str] | None = None,
+        **options: Any
+    ) -> SyncFuture[wt.SaveWeightsForSamplerResponse]:
+        """tinkex ``save_weights_for_sampler_typed``: :meth:`save_weights_for_sampler`, typed result."""
+        return self._submit(
+            lambda: self._inner.save_weights_for_sampler_typed(name, ttl_seconds, user_metadata, **options)
+        )
+
+    def get_tokenizer(self) -> Any:
+        """The model's tokenizer: the byte tokenizer for local models, else Hugging Face's."""
+        return self._call(lambda: self._inner.get_tokenizer())
+
+    def forward_future(
+        self, data: Sequence[wt.Datum], loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None = None, **options: Any
+    ) -> SyncFuture[wt.ForwardBackwardOutput]:
+        """tinkex ``forward_future``: returns once the server accepted the request. Blocks until the server accepted the request."""
+        return self._submitted(lambda: self._inner.forward_future(data, loss_fn, loss_fn_config, **options))
+
+    def forward_backward_future(
+        self, data: Sequence[wt.Datum], loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None = None, **options: Any
+    ) -> SyncFuture[wt.ForwardBackwardOutput]:
+        """tinkex ``forward_backward_future``: as :meth:`forward_future`, with gradients. Blocks until the server accepted the request."""
+        return self._submitted(
+            lambda: self._inner.forward_backward_future(data, loss_fn, loss_fn_config, **options)
+        )
+
+    def optim_step_future(
+        self, optim_params: Any = None, *, adam_params: wt.AdamParams | None = None, **options: Any
+    ) -> SyncFuture[wt.OptimStepResponse]:
+        """tinkex ``optim_step_future``: returns once the server accepted the step (``request_id`` set). Blocks until the server accepted the request."""
+        return self._submitted(
+            lambda: self._inner.optim_step_future(optim_params, adam_params=adam_params, **options)
+        )
+
+    async def forward_async(
+        self, data: Sequence[wt.Datum], loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None = None, *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.ForwardBackwardOutput]:
+        """SDK-compatible ``forward_async`` for asyncio code: ``await`` it for the future of :meth:`forward`."""
+        return self.forward(data, loss_fn, loss_fn_config, raw_response=raw_response, **options)
+
+    async def forward_backward_async(
+        self, data: Sequence[wt.Datum], loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None = None, *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.ForwardBackwardOutput]:
+        """SDK-compatible ``forward_backward_async`` for asyncio code: ``await`` it for the future of :meth:`forward_backward`."""
+        return self.forward_backward(data, loss_fn, loss_fn_config, raw_response=raw_response, **options)
+
+    async def optim_step_async(
+        self, optim_params: Any = None, *, adam_params: wt.AdamParams | None = None,
+        raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.OptimStepResponse]:
+        """SDK-compatible ``optim_step_async`` for asyncio code: ``await`` it for the future of :meth:`optim_step`."""
+        return self.optim_step(optim_params, adam_params=adam_params, raw_response=raw_response, **options)
+
 
 class SamplingClient(_SyncClient):
-    _future_methods = ("sample", "compute_logprobs")
-    _plain_methods = ("get_tokenizer", "get_base_model", "get_sampler_handle")
-    _asyncio_aliases = {"sample_async": ("sample", True), "compute_logprobs_async": ("compute_logprobs", True)}
+    """Blocking SamplingClient: see :class:`tinker_actors.clients.SamplingClient`."""
 
     @property
     def sampling_session_id(self) -> str:
@@ -414,19 +542,316 @@ class SamplingClient(_SyncClient):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (SamplingClient.from_sampler_handle, (self._inner.get_sampler_handle(),))
 
+    def sample(
+        self, prompt: wt.ModelInput, num_samples: int, sampling_params: wt.SamplingParams,
+        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0, topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: wt.TensorData | None = None, prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.SampleResponse]:
+        """Generate ``num_samples`` continuations of ``prompt``."""
+        return self._submit(
+            lambda: self._inner.sample(
+                prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs,
+                topk_sample_logprobs, target_prompt_logprobs, prompt_alt_tokens_k, prompt_logprobs_last_n,
+                raw_response=raw_response, **options
+            )
+        )
+
+    def compute_logprobs(
+        self, prompt: wt.ModelInput, prompt_logprobs_last_n: int | None = None, **options: Any
+    ) -> SyncFuture[list[float | None]]:
+        """Logprob of every prompt token given the ones before it (element 0 is None)."""
+        return self._submit(lambda: self._inner.compute_logprobs(prompt, prompt_logprobs_last_n, **options))
+
+    def get_tokenizer(self) -> Any:
+        """The tokenizer of the base model (byte tokenizer for local models)."""
+        return self._call(lambda: self._inner.get_tokenizer())
+
+    def get_base_model(self) -> str | None:
+        """"""
+        return self._call(lambda: self._inner.get_base_model())
+
+    def get_sampler_handle(self) -> str:
+        """A credential-free string naming this sampler; any process can sample with it."""
+        return self._call(lambda: self._inner.get_sampler_handle())
+
+    async def sample_async(
+        self, prompt: wt.ModelInput, num_samples: int, sampling_params: wt.SamplingParams,
+        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0, topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: wt.TensorData | None = None, prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None, *, raw_response: bool = False, **options: Any
+    ) -> wt.SampleResponse:
+        """SDK-compatible ``sample_async`` for asyncio code: ``await`` it for the result of :meth:`sample`."""
+        return await asyncio.wrap_future(self.sample(prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs, topk_sample_logprobs, target_prompt_logprobs, prompt_alt_tokens_k, prompt_logprobs_last_n, raw_response=raw_response, **options))
+
+    async def compute_logprobs_async(
+        self, prompt: wt.ModelInput, prompt_logprobs_last_n: int | None = None, **options: Any
+    ) -> list[float | None]:
+        """SDK-compatible ``compute_logprobs_async`` for asyncio code: ``await`` it for the result of :meth:`compute_logprobs`."""
+        return await asyncio.wrap_future(self.compute_logprobs(prompt, prompt_logprobs_last_n, **options))
+
 
 class RestClient(_SyncClient):
-    _future_methods = (
-        "get_training_run", "get_training_run_by_tinker_path", "list_training_runs", "get_weights_info_by_tinker_path",
-        "list_checkpoints", "list_user_checkpoints", "delete_checkpoint", "delete_checkpoint_from_tinker_path",
-        "publish_checkpoint_from_tinker_path", "unpublish_checkpoint_from_tinker_path",
-        "set_checkpoint_ttl_from_tinker_path", "get_checkpoint_archive_url",
-        "get_checkpoint_archive_url_from_tinker_path", "get_external_weights_urls", "get_session", "list_sessions",
-        "get_sampler", "assign_session_project", "get_server_capabilities", "search_sessions",
-        "export_session_trace", "whoami", "copy_weights", "get_audit_log", "get_billing_usage",
-        "get_current_checkpoint_storage_usage",
-    )
-    _iter_methods = ("iter_training_runs", "iter_user_checkpoints", "iter_sessions")
+    """Blocking RestClient: see :class:`tinker_actors.clients.RestClient`."""
+
+    def get_training_run(
+        self, training_run_id: str, access_scope: AccessScope = 'owned', *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.TrainingRun]:
+        """One training run (``corrupted`` tells a poisoned run apart)."""
+        return self._submit(
+            lambda: self._inner.get_training_run(
+                training_run_id, access_scope, raw_response=raw_response, **options
+            )
+        )
+
+    def get_training_run_by_tinker_path(
+        self, tinker_path: str, access_scope: AccessScope = 'owned', *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.TrainingRun]:
+        """The training run a checkpoint path belongs to."""
+        return self._submit(
+            lambda: self._inner.get_training_run_by_tinker_path(
+                tinker_path, access_scope, raw_response=raw_response, **options
+            )
+        )
+
+    def list_training_runs(
+        self, limit: int = 20, offset: int = 0, access_scope: AccessScope = 'owned',
+        project_id: str | None = None, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.TrainingRunsResponse]:
+        """A page of training runs; ``response.cursor`` says where the next page starts."""
+        return self._submit(
+            lambda: self._inner.list_training_runs(
+                limit, offset, access_scope, project_id, raw_response=raw_response, **options
+            )
+        )
+
+    def get_weights_info_by_tinker_path(
+        self, tinker_path: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.WeightsInfoResponse]:
+        """Base model, LoRA rank and trained parts of a checkpoint."""
+        return self._submit(
+            lambda: self._inner.get_weights_info_by_tinker_path(
+                tinker_path, raw_response=raw_response, **options
+            )
+        )
+
+    def list_checkpoints(
+        self, training_run_id: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.CheckpointsListResponse]:
+        """A training run's checkpoints."""
+        return self._submit(
+            lambda: self._inner.list_checkpoints(training_run_id, raw_response=raw_response, **options)
+        )
+
+    def list_user_checkpoints(
+        self, limit: int = 100, offset: int = 0, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.CheckpointsListResponse]:
+        """A page of all your checkpoints, newest first."""
+        return self._submit(
+            lambda: self._inner.list_user_checkpoints(limit, offset, raw_response=raw_response, **options)
+        )
+
+    def delete_checkpoint(
+        self, training_run_id: str, checkpoint_id: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[None]:
+        """Delete one checkpoint (``checkpoint_id`` is ``weights/<name>`` or ``sampler_weights/<name>``)."""
+        return self._submit(
+            lambda: self._inner.delete_checkpoint(
+                training_run_id, checkpoint_id, raw_response=raw_response, **options
+            )
+        )
+
+    def delete_checkpoint_from_tinker_path(
+        self, tinker_path: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[None]:
+        """"""
+        return self._submit(
+            lambda: self._inner.delete_checkpoint_from_tinker_path(
+                tinker_path, raw_response=raw_response, **options
+            )
+        )
+
+    def publish_checkpoint_from_tinker_path(
+        self, tinker_path: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[None]:
+        """Make a checkpoint readable by others."""
+        return self._submit(
+            lambda: self._inner.publish_checkpoint_from_tinker_path(
+                tinker_path, raw_response=raw_response, **options
+            )
+        )
+
+    def unpublish_checkpoint_from_tinker_path(
+        self, tinker_path: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[None]:
+        """"""
+        return self._submit(
+            lambda: self._inner.unpublish_checkpoint_from_tinker_path(
+                tinker_path, raw_response=raw_response, **options
+            )
+        )
+
+    def set_checkpoint_ttl_from_tinker_path(
+        self, tinker_path: str, ttl_seconds: int | None, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[None]:
+        """Expire a checkpoint ``ttl_seconds`` from now (None: never)."""
+        return self._submit(
+            lambda: self._inner.set_checkpoint_ttl_from_tinker_path(
+                tinker_path, ttl_seconds, raw_response=raw_response, **options
+            )
+        )
+
+    def get_checkpoint_archive_url(
+        self, training_run_id: str, checkpoint_id: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[SignedURL]:
+        """A signed URL to download the checkpoint as a tar, with ``expires_at``."""
+        return self._submit(
+            lambda: self._inner.get_checkpoint_archive_url(
+                training_run_id, checkpoint_id, raw_response=raw_response, **options
+            )
+        )
+
+    def get_checkpoint_archive_url_from_tinker_path(
+        self, tinker_path: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[SignedURL]:
+        """"""
+        return self._submit(
+            lambda: self._inner.get_checkpoint_archive_url_from_tinker_path(
+                tinker_path, raw_response=raw_response, **options
+            )
+        )
+
+    def get_external_weights_urls(
+        self, tinker_path: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.ExternalWeightsUrlsResponse]:
+        """"""
+        return self._submit(
+            lambda: self._inner.get_external_weights_urls(tinker_path, raw_response=raw_response, **options)
+        )
+
+    def get_session(
+        self, session_id: str, access_scope: AccessScope = 'owned', *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.GetSessionResponse]:
+        """The training runs and samplers a session created."""
+        return self._submit(
+            lambda: self._inner.get_session(session_id, access_scope, raw_response=raw_response, **options)
+        )
+
+    def list_sessions(
+        self, limit: int = 20, offset: int = 0, access_scope: AccessScope = 'owned', *,
+        raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.ListSessionsResponse]:
+        """"""
+        return self._submit(
+            lambda: self._inner.list_sessions(
+                limit, offset, access_scope, raw_response=raw_response, **options
+            )
+        )
+
+    def get_sampler(
+        self, sampler_id: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.GetSamplerResponse]:
+        """A sampler's base model and weights path."""
+        return self._submit(lambda: self._inner.get_sampler(sampler_id, raw_response=raw_response, **options))
+
+    def assign_session_project(
+        self, session_id: str, project_id: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[None]:
+        """"""
+        return self._submit(
+            lambda: self._inner.assign_session_project(
+                session_id, project_id, raw_response=raw_response, **options
+            )
+        )
+
+    def get_server_capabilities(
+        self, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.GetServerCapabilitiesResponse]:
+        """"""
+        return self._submit(lambda: self._inner.get_server_capabilities(raw_response=raw_response, **options))
+
+    def search_sessions(
+        self, request: wt.SessionSearchRequest | None = None, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.SessionSearchResponse]:
+        """One page of your organisation's sessions, newest first (experimental in the SDK)."""
+        return self._submit(
+            lambda: self._inner.search_sessions(request, raw_response=raw_response, **options)
+        )
+
+    def export_session_trace(
+        self, session_id: str, *, poll_interval: float = 5.0, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[str]:
+        """A signed URL of the session's Perfetto trace (``.pftrace``), once the server built it."""
+        return self._submit(
+            lambda: self._inner.export_session_trace(
+                session_id, poll_interval=poll_interval, raw_response=raw_response, **options
+            )
+        )
+
+    def whoami(self) -> SyncFuture[wt.WhoamiResponse]:
+        """Who the credential is: user URN, organisation URN, email (if user-backed)."""
+        return self._submit(lambda: self._inner.whoami())
+
+    def copy_weights(
+        self, path: str, destination_project_id: str | None = None, *, ttl_seconds: int | None = None,
+        weights_access_token: str | None = None, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[str]:
+        """Copy a checkpoint into ``destination_project_id`` (default: TINKER_PROJECT_ID); the copy's path."""
+        return self._submit(
+            lambda: self._inner.copy_weights(
+                path, destination_project_id, ttl_seconds=ttl_seconds,
+                weights_access_token=weights_access_token, raw_response=raw_response, **options
+            )
+        )
+
+    def get_audit_log(
+        self, event_type: Literal['all', 'checkpoints', 'projects', 'teams', 'organizations'] = 'all',
+        day: date | None = None, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.AuditLogResponse]:
+        """Audit events of one UTC ``day`` (today by default) of ``event_type``."""
+        return self._submit(
+            lambda: self._inner.get_audit_log(event_type, day, raw_response=raw_response, **options)
+        )
+
+    def get_billing_usage(
+        self, starting_on: datetime | str, ending_before: datetime | str, *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[wt.BillingUsageResponse]:
+        """Hourly usage buckets from ``starting_on`` to ``ending_before`` (datetimes or RFC 3339 strings)."""
+        return self._submit(
+            lambda: self._inner.get_billing_usage(
+                starting_on, ending_before, raw_response=raw_response, **options
+            )
+        )
+
+    def get_current_checkpoint_storage_usage(
+        self, project_id: str | None = None, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.CurrentCheckpointStorageUsageResponse]:
+        """Checkpoint storage in use now, per project (one project with ``project_id``)."""
+        return self._submit(
+            lambda: self._inner.get_current_checkpoint_storage_usage(
+                project_id, raw_response=raw_response, **options
+            )
+        )
+
+    def iter_training_runs(
+        self, page_size: int = 20, access_scope: AccessScope = 'owned', **options: Any
+    ) -> Iterator[wt.TrainingRun]:
+        """Every training run, page by page, following the cursor. (a generator, page by page)"""
+        yield from self._iterate(lambda: self._inner.iter_training_runs(page_size, access_scope, **options))
+
+    def iter_user_checkpoints(self, page_size: int = 100, **options: Any) -> Iterator[wt.Checkpoint]:
+        """Every checkpoint you own, following the cursor. (a generator, page by page)"""
+        yield from self._iterate(lambda: self._inner.iter_user_checkpoints(page_size, **options))
+
+    def iter_sessions(
+        self, request: wt.SessionSearchRequest | None = None, **options: Any
+    ) -> Iterator[wt.SessionSummary]:
+        """Every session :meth:`search_sessions` finds, following ``next_cursor``. (a generator, page by page)"""
+        yield from self._iterate(lambda: self._inner.iter_sessions(request, **options))
 
 
 class ServiceClient(_SyncClient):
@@ -434,13 +859,6 @@ class ServiceClient(_SyncClient):
 
     Arguments are those of :func:`tinker_actors.clients.open_service_client`.
     """
-
-    _future_methods = (
-        "get_server_capabilities", "health_check", "get_info", "unload_model", "create_lora_training_client",
-        "create_training_client_from_state", "create_training_client_from_state_with_optimizer",
-        "create_sampling_client", "create_custom_loss", "retrieve_future", "copy_weights",
-    )
-    _plain_methods = ("create_rest_client",)
 
     def get_telemetry(self) -> _SyncTelemetry | None:
         """The runtime's telemetry batcher, usable from this thread; None when telemetry is off."""
@@ -470,6 +888,110 @@ class ServiceClient(_SyncClient):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def get_server_capabilities(
+        self, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.GetServerCapabilitiesResponse]:
+        """The models the server can train and sample."""
+        return self._submit(lambda: self._inner.get_server_capabilities(raw_response=raw_response, **options))
+
+    def health_check(self, *, raw_response: bool = False, **options: Any) -> SyncFuture[wt.HealthResponse]:
+        """``GET /api/v1/healthz``: resolves to ``HealthResponse(status="ok")`` when the server is up."""
+        return self._submit(lambda: self._inner.health_check(raw_response=raw_response, **options))
+
+    def get_info(
+        self, model_id: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.GetInfoResponse]:
+        """Describe a training model (base model, LoRA rank, tokenizer id)."""
+        return self._submit(lambda: self._inner.get_info(model_id, raw_response=raw_response, **options))
+
+    def unload_model(
+        self, model_id: str, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[wt.UnloadModelResponse]:
+        """Unload a training model and free its server resources."""
+        return self._submit(lambda: self._inner.unload_model(model_id, raw_response=raw_response, **options))
+
+    def create_lora_training_client(
+        self, base_model: str, rank: int = 32, seed: int | None = None, train_mlp: bool = True,
+        train_attn: bool = True, train_unembed: bool = True, user_metadata: Mapping[str, str] | None = None,
+        optimizer: Any = None, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[TrainingClient]:
+        """Create a LoRA model on ``base_model``; resolves to a :class:`TrainingClient`."""
+        return self._submit(
+            lambda: self._inner.create_lora_training_client(
+                base_model, rank, seed, train_mlp, train_attn, train_unembed, user_metadata, optimizer,
+                raw_response=raw_response, **options
+            )
+        )
+
+    def create_training_client_from_state(
+        self, path: str, base_model: str | None = None, user_metadata: Mapping[str, str] | None = None,
+        weights_access_token: str | None = None, optimizer: Any = None, *, raw_response: bool = False,
+        **options: Any
+    ) -> SyncFuture[TrainingClient]:
+        """A new TrainingClient with the checkpoint's weights (optimizer state starts fresh)."""
+        return self._submit(
+            lambda: self._inner.create_training_client_from_state(
+                path, base_model, user_metadata, weights_access_token, optimizer, raw_response=raw_response,
+                **options
+            )
+        )
+
+    def create_training_client_from_state_with_optimizer(
+        self, path: str, base_model: str | None = None, user_metadata: Mapping[str, str] | None = None,
+        weights_access_token: str | None = None, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[TrainingClient]:
+        """A new TrainingClient with the checkpoint's weights *and* optimizer state (exact resume)."""
+        return self._submit(
+            lambda: self._inner.create_training_client_from_state_with_optimizer(
+                path, base_model, user_metadata, weights_access_token, raw_response=raw_response, **options
+            )
+        )
+
+    def create_sampling_client(
+        self, model_path: str | None = None, base_model: str | None = None, retry_config: Any = None,
+        record_stability_info: bool = False, *, raw_response: bool = False, **options: Any
+    ) -> SyncFuture[SamplingClient]:
+        """A SamplingClient on a base model or on saved sampler weights (``tinker://...``)."""
+        return self._submit(
+            lambda: self._inner.create_sampling_client(
+                model_path, base_model, retry_config, record_stability_info, raw_response=raw_response,
+                **options
+            )
+        )
+
+    def create_custom_loss(
+        self, fn: Callable[..., Any], input_ranks: Mapping[str, int]
+    ) -> SyncFuture[LossHandle]:
+        """A :class:`LossHandle` for ``forward_backward_custom`` (runs client-side, on numpy)."""
+        return self._submit(lambda: self._inner.create_custom_loss(fn, input_ranks))
+
+    def retrieve_future(
+        self, request_id: str, result_type: Any = None, *, request_type: str | None = None,
+        sampling_session_id: str | None = None
+    ) -> SyncFuture[Any]:
+        """Re-attach to a server future by its id: poll it through the runtime's poller."""
+        return self._submit(
+            lambda: self._inner.retrieve_future(
+                request_id, result_type, request_type=request_type, sampling_session_id=sampling_session_id
+            )
+        )
+
+    def copy_weights(
+        self, path: str, *, ttl_seconds: int | None = None, weights_access_token: str | None = None,
+        raw_response: bool = False, **options: Any
+    ) -> SyncFuture[str]:
+        """Copy a checkpoint into this client's project; resolves to the copy's tinker path."""
+        return self._submit(
+            lambda: self._inner.copy_weights(
+                path, ttl_seconds=ttl_seconds, weights_access_token=weights_access_token,
+                raw_response=raw_response, **options
+            )
+        )
+
+    def create_rest_client(self) -> RestClient:
+        """A RestClient sharing this service's session and pools."""
+        return self._call(lambda: self._inner.create_rest_client())
 
 
 _IMPLICIT: dict[str | None, ServiceClient] = {}
