@@ -9,7 +9,7 @@ from typing import Any, Callable
 import anyio
 
 from .. import wire
-from . import engine
+from . import age_export, engine
 from ._state import ServerState, UserError, json_result, plain
 from .futures import Future, Lookup, Result
 from .http import ApiError, bad
@@ -245,12 +245,16 @@ class Training(ServerState):
         run_id = rt.run.training_run_id
         name = check_name(req.path)
         expires = self._ttl(req.ttl_seconds)
-        if req.age_encryption_recipients:
-            raise bad("age_encryption_recipients: this server does not encrypt external checkpoints")
+        recipients = age_export.parse_recipients(req.age_encryption_recipients) if req.age_encryption_recipients else []
+
+        def write(d: Any, rt: ModelRuntime) -> None:
+            self.engine.save(rt.handle, d, optimizer=False)
+            if recipients:
+                age_export.encrypt_dir(d, recipients)
 
         def work(rt: ModelRuntime) -> Result:
             path = self.storage.checkpoint_dir(run_id, "external_weights", name)
-            self._write_dir(path, lambda d: self.engine.save(rt.handle, d, optimizer=False))
+            self._write_dir(path, lambda d: write(d, rt))
             rec = CheckpointRec(run_id, "external_weights", name, expires_at=expires)
             self._add_checkpoint(rec)
             return json_result({"path": rec.tinker_path, "size_bytes": rec.size_bytes, "type": "save_weights_external"})
