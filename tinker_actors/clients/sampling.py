@@ -87,6 +87,10 @@ class SamplingClient:
         self._base_url = base_url or (ctx.base_url if ctx is not None else None)
         self._clone_id = clone_id
         self._next_seq = clone_id * _SEQ_STRIDE
+        # A copy (unpickled, or from a handle) asks the server for its clone id before its
+        # first sample when the server's sample_join_sampling_session flag says so.
+        self._join_pending = False
+        self._join_lock: Any = None
 
     def __repr__(self) -> str:
         return f"SamplingClient(sampling_session_id={self.sampling_session_id!r}, base_model={self.base_model!r})"
@@ -104,6 +108,37 @@ class SamplingClient:
                 "use SamplingClient.from_sampler_handle(handle, service_client)"
             )
         return self._ctx
+
+    async def _join_if_asked(self, ctx: ClientContext) -> None:
+        """Take the clone id the server hands out (join_sampling_session), once, when it asks for that.
+
+        Until then this copy used a random seq_id block; the seq_ids it reserved
+        keep their offset within the block.
+        """
+        if not self._join_pending:
+            return
+        if not ctx.flags.sample_join_sampling_session:
+            self._join_pending = False
+            return
+        if self._join_lock is None:
+            import trio
+
+            self._join_lock = trio.Lock()
+        async with self._join_lock:
+            if not self._join_pending:
+                return
+            answer = await ctx.api.service.join_sampling_session(
+                wt.JoinSamplingSessionRequest(sampling_session_id=self.sampling_session_id)
+            )
+            old_base = self._clone_id * _SEQ_STRIDE
+            self._clone_id = int(answer.client_counter)
+            self._next_seq = self._clone_id * _SEQ_STRIDE + (self._next_seq - old_base)
+            self._join_pending = False
+            log.info("sampling_session_joined", sampling_session_id=self.sampling_session_id, clone_id=self._clone_id)
+
+    def _rebase_seq_id(self, seq_id: int) -> int:
+        """``seq_id`` moved into this client's current block (after a join)."""
+        return self._clone_id * _SEQ_STRIDE + seq_id % _SEQ_STRIDE
 
     def _reserve_seq_id(self) -> int:
         seq = self._next_seq
@@ -243,8 +278,9 @@ class SamplingClient:
 
 
 def _rebuild(state: Mapping[str, Any], ctx: ClientContext | None) -> SamplingClient:
-    # A copy draws a fresh seq_id range so two processes never reuse a seq_id.
-    return SamplingClient(
+    # A copy draws a fresh seq_id range so two processes never reuse a seq_id
+    # (random, or the server's clone counter when its flag asks for joining).
+    client = SamplingClient(
         ctx,
         state["sampling_session_id"],
         base_model=state.get("base_model"),
@@ -253,6 +289,8 @@ def _rebuild(state: Mapping[str, Any], ctx: ClientContext | None) -> SamplingCli
         base_url=state.get("base_url"),
         clone_id=random.randint(1, 1_000_000),
     )
+    client._join_pending = True
+    return client
 
 
 def _unpickle(state: Mapping[str, Any]) -> SamplingClient:
@@ -308,6 +346,11 @@ class _SampleCall:
 
     # -- the task, until the ack ------------------------------------------------------------------
     async def run(self, fut: APIFuture[Any]) -> Any:
+        if self.client._join_pending:
+            await self.client._join_if_asked(self.ctx)
+            rebased = self.client._rebase_seq_id(self.request.seq_id or 0)
+            if rebased != self.request.seq_id:
+                self.request = msgspec.structs.replace(self.request, seq_id=rebased)
         ctx, request, opts = self.ctx, self.request, self.opts
         charged, self.charged = self.charged, None
         sampling = ctx.api.sampling
