@@ -131,7 +131,11 @@ def measure(rounds: int) -> dict[str, Any]:
 
 def markdown(data: dict[str, Any], command: str) -> str:
     s = data["summary"]
-    rows = []
+    def spread(loop: str, client: str, field: str) -> str:
+        vals = [1000 * r[field] / r["steps"] for r in data["runs"] if r["loop"] == loop and r["client"] == client]
+        return f"{min(vals):.0f}-{max(vals):.0f}"
+
+    rows, ranges = [], []
     for loop, name in (("sl", "supervised.train (role_colon, batch 4)"), ("rl", "rl.train (32 rollouts of 8 tokens)")):
         d = s[loop]
         rows.append(
@@ -139,6 +143,8 @@ def markdown(data: dict[str, Any], command: str) -> str:
             f"| **{d['cpu_ratio']:.2f}** | {d['sdk']['wall_ms_per_step']:.1f} | {d['dropin']['wall_ms_per_step']:.1f} "
             f"| **{d['wall_ratio']:.2f}** |"
         )
+        ranges.append(f"| {loop.upper()} | {spread(loop, 'sdk', 'cpu_s')} | {spread(loop, 'dropin', 'cpu_s')} "
+                      f"| {spread(loop, 'sdk', 'wall_s')} | {spread(loop, 'dropin', 'wall_s')} |")
     return f"""{SECTION}
 
 The unmodified cookbook loops of [cookbook.md](cookbook.md) (same configs), on the
@@ -151,6 +157,13 @@ wait for alike. Ratios are drop-in / SDK (below 1: the drop-in costs less).
 | loop | steps | SDK CPU ms/step | drop-in CPU ms/step | CPU ratio | SDK wall ms/step | drop-in wall ms/step | wall ratio |
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
+
+Spread over the rounds (ms/step, min-max): the wall time of one short run moves by tens
+of percent on a shared machine; the CPU per step much less.
+
+| loop | SDK CPU | drop-in CPU | SDK wall | drop-in wall |
+|---|---|---|---|---|
+{chr(10).join(ranges)}
 
 Command: `{command}` (2 cores shared with other work: compare the ratios).
 """
@@ -171,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print, do not update docs/benchmarks.md")
+    parser.add_argument("--from-json", type=Path, help="render a saved results file instead of measuring")
     parser.add_argument("--child", nargs=3, metavar=("LOOP", "CLIENT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -183,11 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         print(json.dumps(result))
         return 0
-    data = measure(args.rounds)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = ROOT / "benchmarks" / "results" / f"cookbook-{stamp}.json"
-    out.write_text(json.dumps(data, indent=2))
-    text = markdown(data, f"python -m benchmarks.cookbook_loops --rounds {args.rounds}")
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+    else:
+        data = measure(args.rounds)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = ROOT / "benchmarks" / "results" / f"cookbook-{stamp}.json"
+        out.write_text(json.dumps(data, indent=2))
+    text = markdown(data, f"python -m benchmarks.cookbook_loops --rounds {data['rounds']}")
     print(text)
     if not args.no_write:
         write_section(text)
