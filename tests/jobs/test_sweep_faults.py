@@ -35,6 +35,7 @@ from support import child_env, local_server, server_stats
 from test_sweep_kill import comparable, done_count, open_rows
 
 from tinker_actors.clients import open_service_client
+from tinker_actors.errors import InternalServerError
 from tinker_actors.jobs.export import read_jsonl
 from tinker_actors.jobs.journal import Journal
 from tinker_actors.jobs.sweep import run_sweep
@@ -280,17 +281,46 @@ async def test_retry_failed_sends_rows_marked_failed_again(tmp_path: Path) -> No
     assert [line.state for line in read_jsonl(retried.results or "")] == ["done"] * n * 2
 
 
+class _FailedOnce:
+    """What a sample whose own retries gave up looks like to the sweep: an error on await."""
+
+    request_id = None
+    state = None
+
+    def __await__(self) -> Any:
+        raise InternalServerError("POST /api/v1/asample: HTTP 500 (for the test)", status_code=500)
+        yield  # pragma: no cover  (makes this a generator)
+
+
+class _FlakySampler:
+    """The real sampling client, except every third request fails once before it is sent."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.seen: set[str] = set()
+
+    def get_tokenizer(self) -> Any:
+        return self.real.get_tokenizer()
+
+    def sample(self, *args: Any, idempotency_key: str, **kwargs: Any) -> Any:
+        first = idempotency_key not in self.seen
+        self.seen.add(idempotency_key)
+        if first and len(self.seen) % 3 == 0:
+            return _FailedOnce()
+        return self.real.sample(*args, idempotency_key=idempotency_key, **kwargs)
+
+
 async def test_the_bar_labels_transient_errors_apart_from_failed_rows(tmp_path: Path) -> None:
     n = 30
     spec = load_spec(write_spec(tmp_path / "sweep", n, concurrency=8))
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=250)
-    faults = FaultConfig(seed=5, rate_5xx=0.3, routes=["asample"])
-    async with local_server(tmp_path / "server", faults=faults) as url:
-        async with open_service_client(base_url=url, api_key=KEY, telemetry=False, max_retries=0) as service:
-            outcome = await run_sweep(spec, service, progress=True, console=console)
+    async with local_server(tmp_path / "server") as url:
+        async with open_service_client(base_url=url, api_key=KEY, telemetry=False) as service:
+            real = await service.create_sampling_client(base_model=spec.model.base_model)
+            outcome = await run_sweep(spec, service, progress=True, console=console, sampler=_FlakySampler(real))
     assert outcome.complete and outcome.counts["failed"] == 0
-    assert outcome.transient_errors > 0 and outcome.resent >= outcome.transient_errors
+    assert outcome.transient_errors == n * 2 // 3 and outcome.resent == outcome.transient_errors
     last = [line for line in out.getvalue().splitlines() if "re-sent" in line][-1]  # the final frame
     assert "failed 0" in last, last
     assert f"re-sent {outcome.resent} ({outcome.transient_errors} transient errors)" in last, last
