@@ -691,11 +691,16 @@ class _Run:
                 if failure_kind(open_exc) in ("bug", "fatal"):
                     raise
                 log.info("sweep_session_open_failed", error=_error_text(open_exc))
+                now = trio.current_time()
                 if not _reached_server(open_exc):
-                    self.tracker.unreachable_failure(trio.current_time())
+                    self.tracker.unreachable_failure(now)
+                    if probe:
+                        self.tracker.probe_failed(now)
                 replaced = True  # wait below, then try again
             else:
                 if replaced:
+                    if self.sessions.current is not session:
+                        self.tracker.success(trio.current_time())  # a session opened: the server answers
                     return False
             if not replaced:
                 log.warning("sweep_session_not_replaceable", error=_error_text(exc))
