@@ -42,8 +42,9 @@ from .. import wire
 from ..errors import ValidationError
 from ..wire import protobuf as wpb
 from . import admin, engine, tenancy
-from .config import ServerConfig, fault_config_from_dict
 from .body import ClientGone, inflate, read_body, replay_receive
+from .config import ServerConfig
+from .faults import DroppedConnection, answer_fault, deferred_send, fault_config_from_json
 from .http import ApiError, bad, decode_body, json_response
 from .idempotency import fingerprint, response_request_id
 from .limits import LimitError, check_body
@@ -56,10 +57,6 @@ API = "/api/v1"
 # Non-GET routes whose answers are not replayed by idempotency key: polls and
 # fire-and-forget traffic, whose answer depends on when they are asked.
 _NO_REPLAY = {"retrieve_future", "retrieve_futures", "session_heartbeat", "telemetry", "_local"}
-
-
-class DroppedConnection(Exception):
-    """Raised on purpose to make the ASGI server abort a connection."""
 
 
 FORWARD_BODY = wire.ForwardRequest | wire.ForwardBackwardRequest
@@ -172,32 +169,16 @@ class Gate:
             srv.stats.statuses[str(exc.status)] += 1
             await exc.response()(scope, receive, send)
             return
+        after = None
         if name != "_local" and not path.startswith("/_local") and srv.faults.config.any_request_faults():
             fault = srv.faults.for_request(name)
             if fault.slow_s:
                 srv.stats.faults["slow"] += 1
                 await anyio.sleep(fault.slow_s)
-            if fault.kind == "429":
-                srv.stats.faults["429"] += 1
-                srv.stats.statuses["429"] += 1
-                retry = srv.config.faults.retry_after_s
-                resp = json_response(
-                    {"detail": "rate limited (injected by the local server)"},
-                    status=429,
-                    headers={"Retry-After": f"{retry:g}", "retry-after-ms": str(int(retry * 1000))},
-                )
-                await resp(scope, receive, send)
+            if await answer_fault(fault, srv.faults.config, srv.stats, scope, receive, send):
                 return
-            if fault.kind == "5xx":
-                srv.stats.faults["5xx"] += 1
-                code = srv.config.faults.status_5xx
-                srv.stats.statuses[str(code)] += 1
-                await json_response({"detail": "server error (injected by the local server)"}, status=code)(scope, receive, send)
-                return
-            if fault.kind == "drop":
-                srv.stats.faults["drop"] += 1
-                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
-                raise DroppedConnection("connection dropped on purpose (fault injection)")
+            if fault.kind in ("lost", "timeout"):
+                send, after = deferred_send(fault, srv.faults.config, srv.stats, send)
         if method in _BODY_METHODS:
             try:
                 body = await self._read_body(headers, receive)
@@ -209,6 +190,12 @@ class Gate:
                 return
             scope[BODY] = body
             receive = replay_receive(body, receive)
+        await self._serve(scope, receive, send, name, method, headers)
+        if after is not None:
+            await after()
+
+    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any, name: str, method: str, headers: dict[str, str]) -> None:
+        """Run the request, or replay the answer recorded for its ``X-Idempotency-Key``."""
         key = headers.get("x-idempotency-key")
         if method == "GET" or not key or name in _NO_REPLAY:
             await self._run(scope, receive, send)
@@ -281,6 +268,7 @@ class Gate:
 
     async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         statuses = self.server.stats.statuses
+        self.server.stats.handled[route_name(scope["path"])] += 1
 
         async def counting_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -575,8 +563,8 @@ def build_routes(srv: LocalServer) -> list[Route]:
 
     async def set_faults(request: Request) -> Any:
         try:
-            fc = fault_config_from_dict(msgspec.json.decode(await _body(request, srv) or b"{}"))
-        except (TypeError, ValueError, msgspec.DecodeError) as exc:
+            fc = fault_config_from_json(await _body(request, srv))
+        except ValueError as exc:
             raise bad(str(exc)) from None
         srv.config.faults = fc
         srv.faults.set(fc)

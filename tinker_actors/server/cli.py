@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fault-retry-after", type=float, default=1.0)
     f.add_argument("--fault-rate-5xx", type=float, default=0.0)
     f.add_argument("--fault-rate-drop", type=float, default=0.0)
+    f.add_argument("--fault-status-5xx", type=int, default=500, help="the status of --fault-rate-5xx answers (e.g. 503)")
+    f.add_argument("--fault-rate-lost", type=float, default=0.0, help="do the work, then drop the connection")
+    f.add_argument("--fault-rate-timeout", type=float, default=0.0, help="do the work, then answer --fault-timeout s late")
+    f.add_argument("--fault-timeout", type=float, default=120.0)
+    f.add_argument("--fault-rate-410", type=float, default=0.0, help="answer 410 (on retrieve_future: the future is gone)")
+    f.add_argument("--fault-max", type=int, default=None, help="inject no request faults after this many")
     f.add_argument("--fault-pause-futures", type=float, default=0.0, help="seconds a future stays queued")
     f.add_argument("--fault-pause-rate", type=float, default=1.0)
     f.add_argument("--fault-pause-kind", choices=["paused_capacity", "paused_rate_limit"], default="paused_capacity")
@@ -87,6 +93,12 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         retry_after_s=ns.fault_retry_after,
         rate_5xx=ns.fault_rate_5xx,
         rate_drop=ns.fault_rate_drop,
+        status_5xx=ns.fault_status_5xx,
+        rate_lost=ns.fault_rate_lost,
+        rate_timeout=ns.fault_rate_timeout,
+        timeout_s=ns.fault_timeout,
+        rate_410=ns.fault_rate_410,
+        max_faults=ns.fault_max,
         pause_futures_s=ns.fault_pause_futures,
         pause_rate=ns.fault_pause_rate,
         pause_kind=ns.fault_pause_kind,

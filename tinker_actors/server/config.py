@@ -1,7 +1,8 @@
 """Configuration of the local server: listening address, data dir, faults, switches.
 
-Plain dataclasses so the CLI, tests and ``POST /_local/faults`` build them the
-same way; :func:`fault_config_from_dict` is the one JSON entry point.
+A plain dataclass for the server; the fault settings are a typed Struct
+(:class:`~.faults.FaultConfig`, re-exported here) that ``POST /_local/faults``
+decodes its body into.
 """
 
 from __future__ import annotations
@@ -9,69 +10,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from .faults import FaultConfig, fault_config_from_dict
 from .limits import Limits
 
-PauseKind = Literal["paused_capacity", "paused_rate_limit"]
-
-
-@dataclass
-class FaultConfig:
-    """Seeded fault injection. Every rate is a share of requests in [0, 1].
-
-    * ``rate_429``: answer 429 with ``Retry-After: retry_after_s``.
-    * ``rate_5xx``: answer 500 (``status_5xx`` to pick another code).
-    * ``rate_drop``: close the connection without a response.
-    * ``pause_futures_s``: a new future stays queued (try_again with ``pause_kind``)
-      for this long before it starts; ``pause_rate`` is the share of futures paused.
-    * ``expire_futures_s``: a finished future answers 410 once it is this old
-      (``expire_rate`` share of futures; 1.0 by default when set).
-    * ``session_expiry_s``: a session whose last heartbeat is older than this
-      answers 410 on heartbeat and on every call that names it.
-    * ``slow_s``: every answer is delayed by this long (``slow_rate`` share).
-    * ``routes``: when non-empty, request-level faults (429/5xx/drop/slow) only hit
-      these route names (e.g. ``["asample", "retrieve_future"]``).
-    """
-
-    seed: int = 0
-    rate_429: float = 0.0
-    retry_after_s: float = 1.0
-    rate_5xx: float = 0.0
-    status_5xx: int = 500
-    rate_drop: float = 0.0
-    pause_futures_s: float = 0.0
-    pause_rate: float = 1.0
-    pause_kind: PauseKind = "paused_capacity"
-    expire_futures_s: float | None = None
-    expire_rate: float = 1.0
-    session_expiry_s: float | None = None
-    slow_s: float = 0.0
-    slow_rate: float = 1.0
-    routes: list[str] = field(default_factory=list)
-
-    def any_request_faults(self) -> bool:
-        return bool(self.rate_429 or self.rate_5xx or self.rate_drop or self.slow_s)
-
-
-def fault_config_from_dict(data: dict[str, Any]) -> FaultConfig:
-    """Build a FaultConfig from JSON, refusing unknown keys and bad values."""
-    if not isinstance(data, dict):
-        raise ValueError("fault config must be a JSON object")
-    names = {f.name for f in dataclasses.fields(FaultConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown fault settings: {', '.join(unknown)}")
-    cfg = FaultConfig(**data)
-    for name in ("rate_429", "rate_5xx", "rate_drop", "pause_rate", "expire_rate", "slow_rate"):
-        value = getattr(cfg, name)
-        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be a number between 0 and 1")
-    if cfg.pause_kind not in ("paused_capacity", "paused_rate_limit"):
-        raise ValueError("pause_kind must be paused_capacity or paused_rate_limit")
-    if not 500 <= int(cfg.status_5xx) <= 599:
-        raise ValueError("status_5xx must be a 5xx code")
-    return cfg
+__all__ = ["FaultConfig", "ServerConfig", "fault_config_from_dict"]
 
 
 @dataclass

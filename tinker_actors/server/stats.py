@@ -18,6 +18,8 @@ class ServerStats:
     peak_long_polls: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     work_done: Counter[str] = field(default_factory=Counter)
+    # requests a route's handler ran for (idempotent replays and injected faults excluded)
+    handled: Counter[str] = field(default_factory=Counter)
 
     def long_poll_started(self) -> None:
         self.open_long_polls += 1
@@ -37,6 +39,7 @@ class ServerStats:
             "peak_long_polls": self.peak_long_polls,
             "faults": dict(self.faults),
             "work_done": dict(self.work_done),
+            "handled": dict(self.handled),
         }
 
     def reset(self) -> None:
