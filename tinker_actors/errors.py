@@ -59,6 +59,7 @@ __all__ = [
     "ActorCrashedError",
     "status_error",
     "redact",
+    "gave_up",
 ]
 
 # Tinker API keys start with "tml-"; JWTs with "eyJ". Anything that looks like
@@ -75,7 +76,22 @@ def redact(text: str, *secrets: str | None) -> str:
 
 
 class TinkerActorsError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose.
+
+    ``attempts``: how many times the call was tried before this error ended
+    it (1 unless a retry budget ran out; see :func:`gave_up`).
+    """
+
+    attempts: int = 1
+
+
+def gave_up(error: TinkerActorsError, *, attempts: int, elapsed: float, budget: float | None) -> TinkerActorsError:
+    """Mark ``error`` as the last of ``attempts`` tries: the message says so, ``.attempts`` counts them."""
+    error.attempts = attempts
+    limit = f"; retry budget {budget:g} s" if budget is not None else ""
+    message = str(error.args[0]) if error.args else type(error).__name__
+    error.args = (f"{message} (gave up after {attempts} attempts in {elapsed:.1f} s{limit})", *error.args[1:])
+    return error
 
 
 class ValidationError(TinkerActorsError, ValueError):

@@ -111,11 +111,16 @@ async def test_late_answer_comes_timeout_s_late_and_replays_at_once(tmp_path, au
         assert app.stats.handled["create_session"] == 1 and app.stats.faults["timeout"] == 1
 
 
-async def test_410_on_the_future(tmp_path) -> None:
-    async with _App(tmp_path, rate_410=1.0, max_faults=1, routes=["retrieve_future"]) as (app, client):
-        r = await client.post("/api/v1/retrieve_future", json={"request_id": "req-x"})
+async def test_410_on_the_future_forgets_it(tmp_path) -> None:
+    async with _App(tmp_path) as (app, client):
+        sid = (await client.post("/api/v1/create_session", json=SESSION)).json()["session_id"]
+        r = await client.post("/api/v1/create_model", json={"session_id": sid, "model_seq_id": 0, "base_model": BASE})
+        rid = r.json()["request_id"]
+        await client.post("/_local/faults", json={"rate_410": 1.0, "max_faults": 1, "routes": ["retrieve_future"]})
+        r = await client.post("/api/v1/retrieve_future", json={"request_id": rid})
         assert r.status_code == 410 and app.stats.faults["gone"] == 1
-        assert (await client.post("/api/v1/retrieve_future", json={"request_id": "req-x"})).status_code == 404
+        # no more faults, but the server has forgotten the future, as a real 410 means
+        assert (await client.post("/api/v1/retrieve_future", json={"request_id": rid})).status_code == 410
 
 
 async def test_on_a_real_socket_drop_and_lost_are_transport_errors(tmp_path) -> None:

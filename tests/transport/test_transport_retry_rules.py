@@ -99,9 +99,14 @@ def test_next_delay_uses_server_hint_before_backoff() -> None:
 
 def test_next_delay_stops_when_not_retryable_or_budget_spent() -> None:
     assert _next(retryable=False) is None
-    assert _next(attempt=10) is None
     assert _next(attempt=2, policy=RetryPolicy(max_retries=2)) is None
     assert _next(attempt=0, policy=RetryPolicy(max_retries=0)) is None
+
+
+def test_default_policy_is_bounded_by_time_not_count() -> None:
+    # the SDK keeps retrying a submit for 300 s whatever the count: so do we
+    assert _next(attempt=1000, elapsed=200.0) == 10.0
+    assert _next(attempt=1000, elapsed=295.0) is None
 
 
 def test_next_delay_respects_total_duration() -> None:

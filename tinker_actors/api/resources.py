@@ -70,11 +70,18 @@ def build_options(
     extra_query: Mapping[str, Any] | None = None,
     extra_body: Mapping[str, Any] | None = None,
     raw: bool = False,
+    total_retry_timeout: float | None = None,
 ) -> RequestOptions:
-    """RequestOptions for one call: the caller's values, else the route's defaults."""
+    """RequestOptions for one call: the caller's values, else the route's defaults.
+
+    A route whose 429 belongs to sampling admission (policy ``sample``) raises
+    it at once instead of retrying it in the transport.
+    """
     return RequestOptions(
         timeout=timeout if timeout is not None else (ep.timeout if ep else None),
         max_retries=max_retries if max_retries is not None else (ep.max_retries if ep else None),
+        total_retry_timeout=total_retry_timeout,
+        defer_429=bool(ep and ep.retry == "sample"),
         idempotency_key=AUTO if idempotency_key is None else idempotency_key,
         extra_headers=dict(extra_headers) if extra_headers else None,
         extra_query={k: str(v) for k, v in extra_query.items()} if extra_query else None,
@@ -120,6 +127,7 @@ class Resource:
         extra_headers: Mapping[str, str] | None = None,
         extra_query: Mapping[str, Any] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        total_retry_timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
         decode: Any = None,
         **params: Any,
@@ -158,6 +166,7 @@ class Resource:
             extra_query=query or None,
             extra_body=extra_body,
             raw=self._raw,
+            total_retry_timeout=total_retry_timeout,
         )
         kwargs: dict[str, Any] = {}
         call_headers = {**ep.headers, **(headers or {})}

@@ -7,8 +7,8 @@ sampling_session_seq_id) and one training sequencer per
 model. Every client of one ServiceClient shares one context.
 
 Every public method takes the same per-call options (``timeout``,
-``max_retries``, ``idempotency_key``, ``extra_headers``, ``extra_query``,
-``extra_body``) and ``raw_response=True`` to get the HTTP answer of the call
+``max_retries``, ``total_retry_timeout``, ``idempotency_key``,
+``extra_headers``, ``extra_query``, ``extra_body``) and ``raw_response=True`` to get the HTTP answer of the call
 (for operations that return a server future: the submit's answer) instead of
 the decoded result. ``client.with_raw_response.method(...)`` is the same as
 passing ``raw_response=True``.
@@ -42,6 +42,7 @@ T = TypeVar("T")
 class CallOptions(TypedDict, total=False):
     timeout: float
     max_retries: int
+    total_retry_timeout: float  # seconds; for sample(): the whole sample, resubmits included
     idempotency_key: str | IdempotencyKey
     extra_headers: Mapping[str, str]
     extra_query: Mapping[str, Any]

@@ -11,7 +11,17 @@ task. Protocol rules it follows:
   ids (``<request_id>:<i>``) instead of a failure: the official SDK cannot
   sample from such a server; we can;
 * a 410 on the future means the server forgot it: the sample is resubmitted
-  with a *new* seq_id (up to ``max_resubmits`` times).
+  with a *new* seq_id and a *new* idempotency key (the old key names the
+  dead request on the server), after a short jittered backoff.
+
+Like the official SDK's sampling retry handler, one sample is retried as a
+whole until its budget (``ServiceConfig.sample_retry_budget_s``, 7,200 s by
+default; ``total_retry_timeout=`` per call) runs out: transient submit
+failures in the transport under one key and seq_id, 429 in sampling
+admission, 410 here. Past the budget the last typed error is raised, saying
+how many attempts it made. Each resubmission round ``r`` derives its key from
+the call's (``<key>~r<r>``), so a caller that passes its own
+``idempotency_key`` gets the same keys again after a process restart.
 
 A SamplingClient is picklable and has a string handle
 (:meth:`get_sampler_handle` / :meth:`from_sampler_handle`); neither carries
@@ -24,16 +34,20 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
+import uuid
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import outcome
+import trio
 
 from .._log import get_logger
-from ..errors import GoneError, ServiceClosedError
+from ..errors import GoneError, ServiceClosedError, gave_up
+from ..transport.options import IdempotencyKey
 from ..runtime.admission import estimate_bytes
 from ..wire import types as wt
 from ..wire.validate import validate_sample
@@ -46,7 +60,7 @@ __all__ = ["SamplingClient", "register_context"]
 log = get_logger(__name__)
 
 _SEQ_STRIDE = 1_000_000_000
-MAX_RESUBMITS = 5
+_RESUBMIT_BACKOFF = (0.5, 10.0)  # first and largest wait before a resubmission after a 410
 
 # The open contexts of this process, newest last, so an unpickled client can
 # find a service to sample through without carrying credentials.
@@ -312,7 +326,7 @@ class _SampleCall:
 
     __slots__ = (
         "client", "ctx", "request", "opts", "raw_response", "estimated_bytes", "expected_bytes", "fut",
-        "charged", "sequence_ids", "resubmits",
+        "charged", "sequence_ids", "resubmits", "budget", "deadline", "started", "key",
     )
 
     def __init__(
@@ -330,6 +344,15 @@ class _SampleCall:
         self.charged: int | None = None
         self.sequence_ids: list[str] | None = None  # from the server's ack
         self.resubmits = 0
+        budget = opts.get("total_retry_timeout")
+        if budget is None:
+            budget = getattr(getattr(ctx.service, "config", None), "sample_retry_budget_s", None)
+        self.budget: float | None = budget
+        self.deadline = math.inf  # set when the first submit starts: queueing is not retrying
+        self.started = 0.0
+        key = opts.get("idempotency_key", IdempotencyKey.AUTO)
+        # one key per call, kept across every retry; resubmission rounds derive theirs from it
+        self.key: str | IdempotencyKey = f"tinker-actors-{uuid.uuid4()}" if key is IdempotencyKey.AUTO else key
 
     # -- the admission ticket -----------------------------------------------------------------
     @property
@@ -345,22 +368,41 @@ class _SampleCall:
         fail_unstarted(self.fut, error)
 
     # -- the task, until the ack ------------------------------------------------------------------
+    def _call_options(self) -> dict[str, Any]:
+        """This round's options: its idempotency key and what is left of the sample's budget."""
+        opts = dict(self.opts)
+        key = self.key
+        if isinstance(key, str) and self.resubmits:
+            key = f"{key}~r{self.resubmits}"
+        opts["idempotency_key"] = key
+        if self.deadline != math.inf:
+            opts["total_retry_timeout"] = max(0.0, self.deadline - trio.current_time())
+        else:
+            opts.pop("total_retry_timeout", None)
+        return opts
+
     async def run(self, fut: APIFuture[Any]) -> Any:
         if self.client._join_pending:
             await self.client._join_if_asked(self.ctx)
             rebased = self.client._rebase_seq_id(self.request.seq_id or 0)
             if rebased != self.request.seq_id:
                 self.request = msgspec.structs.replace(self.request, seq_id=rebased)
-        ctx, request, opts = self.ctx, self.request, self.opts
+        ctx, request = self.ctx, self.request
         charged, self.charged = self.charged, None
+        if self.deadline == math.inf:
+            self.started = trio.current_time()
+            if self.budget is not None:
+                self.deadline = self.started + self.budget
+        deadline = None if self.deadline == math.inf else self.deadline
         sampling = ctx.api.sampling
         if self.raw_response:
             return await ctx.admission.submit(
-                lambda: sampling.with_raw_response.asample(request, **opts),
-                estimated_bytes=self.estimated_bytes, charged=charged,
+                lambda: sampling.with_raw_response.asample(request, **self._call_options()),
+                estimated_bytes=self.estimated_bytes, charged=charged, deadline=deadline,
             )
         ack = await ctx.admission.submit(
-            lambda: sampling.asample(request, **opts), estimated_bytes=self.estimated_bytes, charged=charged
+            lambda: sampling.asample(request, **self._call_options()),
+            estimated_bytes=self.estimated_bytes, charged=charged, deadline=deadline,
         )
         self.sequence_ids = ack.sample_sequence_ids
         # the record is its own done callback (no bound method to keep per sample)
@@ -384,20 +426,34 @@ class _SampleCall:
             else:
                 settle(fut, outcome.Value(value))
             return
-        if isinstance(error, GoneError) and self.resubmits < MAX_RESUBMITS:
+        if isinstance(error, GoneError):
+            wait = random.uniform(0.5, 1.0) * min(_RESUBMIT_BACKOFF[1], _RESUBMIT_BACKOFF[0] * 2.0**self.resubmits)
+            if trio.current_time() + wait > self.deadline:
+                settle(fut, outcome.Error(gave_up(error, attempts=self.resubmits + 1,
+                                                  elapsed=trio.current_time() - self.started, budget=self.budget)))
+                return
             # The server forgot this request; the protocol says resubmit under a new seq_id.
             self.resubmits += 1
-            log.info("sample_resubmit_after_410", request_id=handle.request_id, attempt=self.resubmits)
+            log.info("sample_resubmit_after_410", request_id=handle.request_id, attempt=self.resubmits, wait=round(wait, 3))
             self.request = msgspec.structs.replace(self.request, seq_id=self.client._reserve_seq_id())
             self.sequence_ids = None
             fut.track(None)
             fut.set_state(FutureState.QUEUED)
             try:
-                self.ctx.admit(self)
-            except Exception as exc:  # the service closed meanwhile
-                settle(fut, outcome.Error(exc if isinstance(exc, ServiceClosedError) else ServiceClosedError(str(exc))))
+                self.ctx.nursery.start_soon(self._resubmit, wait)
+            except RuntimeError as exc:  # the service closed meanwhile
+                settle(fut, outcome.Error(ServiceClosedError(str(exc))))
             return
         settle(fut, outcome.Error(error))
+
+    async def _resubmit(self, wait: float) -> None:
+        await trio.sleep(wait)
+        if self.fut.done():  # cancelled while waiting
+            return
+        try:
+            self.ctx.admit(self)
+        except Exception as exc:  # the service closed meanwhile
+            settle(self.fut, outcome.Error(exc if isinstance(exc, ServiceClosedError) else ServiceClosedError(str(exc))))
 
 
 def _expected_result_bytes(

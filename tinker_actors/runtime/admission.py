@@ -8,8 +8,8 @@
       │     tightened: ≤ 10 slots,             cost = 20 × bytes  (for 10 s after a 429)
       ├─ post()  ─ the asample POST; returns the server's ack {"request_id", ...}
       ├─ release slot + bytes AS SOON AS THE ACK ARRIVES (not while the future is polled)
-      └─ 429 ─▶ tighten for `backoff_window` s, release, sleep 1 s (≤128 KiB) or 5 s,
-               resubmit the SAME body (same seq_id) — the caller's closure does not change
+      └─ 429 ─▶ tighten for `backoff_window` s, release, sleep max(Retry-After, 1 s (≤128 KiB)
+               or 5 s), resubmit the SAME body (same seq_id, same key) — until the deadline
 
 Thousands of samples may be requested at once. A sample that cannot be
 admitted at once waits as a small *ticket* (its arguments and its future; no
@@ -37,7 +37,7 @@ import msgspec
 import trio
 
 from .._log import get_logger
-from ..errors import RateLimitError, ServiceClosedError
+from ..errors import RateLimitError, ServiceClosedError, gave_up
 from .budget import FifoBudget
 
 __all__ = ["SamplingAdmission", "AdmissionStatistics", "AdmissionTicket", "estimate_bytes"]
@@ -45,6 +45,7 @@ __all__ = ["SamplingAdmission", "AdmissionStatistics", "AdmissionTicket", "estim
 log = get_logger(__name__)
 T = TypeVar("T")
 SMALL_REQUEST_BYTES = 128 * 1024
+MAX_RETRY_AFTER = 60.0  # a server's Retry-After is honoured up to this many seconds
 
 
 def estimate_bytes(num_tokens: int) -> int:
@@ -193,13 +194,25 @@ class SamplingAdmission:
         self._rate_limited += 1
         self._backoff_until = trio.current_time() + self.backoff_window
 
-    async def submit(self, post: Callable[[], Awaitable[T]], *, estimated_bytes: int, charged: int | None = None) -> T:
+    async def submit(
+        self,
+        post: Callable[[], Awaitable[T]],
+        *,
+        estimated_bytes: int,
+        charged: int | None = None,
+        deadline: float | None = None,
+    ) -> T:
         """Admit, send, and release on the ack; resubmit the same request after a 429.
 
         ``charged``: the caller already holds a slot and these bytes
         (:meth:`admit_now`, or a ticket's admit); they are released here.
+        After a 429 the slot is freed and the request waits the server's
+        Retry-After, but never less than 1 s (5 s above 128 KiB), as the
+        official SDK does. ``deadline`` (trio time): no resubmit would start
+        after it; the last RateLimitError is raised instead.
         """
         attempts = 0
+        started = trio.current_time()
         while True:
             if charged is None:
                 cost = estimated_bytes * (self.backoff_byte_multiplier if self.tightened else 1)
@@ -210,13 +223,17 @@ class SamplingAdmission:
             except RateLimitError as exc:
                 self.note_rate_limited()
                 attempts += 1
-                if self.max_resubmits is not None and attempts > self.max_resubmits:
-                    raise
-                log.info("sample_backpressure", estimated_bytes=estimated_bytes, attempt=attempts, retry_after=exc.retry_after)
+                floor = 1.0 if estimated_bytes <= SMALL_REQUEST_BYTES else 5.0
+                wait = min(max(exc.retry_after or 0.0, floor), MAX_RETRY_AFTER)
+                over_budget = deadline is not None and trio.current_time() + wait > deadline
+                if over_budget or (self.max_resubmits is not None and attempts > self.max_resubmits):
+                    raise gave_up(exc, attempts=attempts, elapsed=trio.current_time() - started,
+                                  budget=None if deadline is None else deadline - started) from None
+                log.info("sample_backpressure", estimated_bytes=estimated_bytes, attempt=attempts, wait=wait)
             finally:
                 self._budget.release(slots=1, nbytes=charged)
                 charged = None
-            await trio.sleep(1.0 if estimated_bytes <= SMALL_REQUEST_BYTES else 5.0)
+            await trio.sleep(wait)
 
     def statistics(self) -> AdmissionStatistics:
         return AdmissionStatistics(

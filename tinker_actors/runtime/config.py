@@ -118,7 +118,15 @@ class ServiceConfig:
     mailbox_factor: int = 2  # each pool actor's mailbox holds factor × concurrency envelopes
     request_timeout: float = 60.0
     connect_timeout: float = 5.0
-    max_retries: int = 10
+    # Retries of one call (see the retry policy table in docs/reliability.md):
+    # no count limit by default, a time budget instead, at least as patient as
+    # the official SDK's layers together (HTTP retries inside a 300 s loop for
+    # submits; a sample retried until 7,200 s pass without progress).
+    max_retries: int | None = None
+    retry_budget_s: float = 300.0
+    # The whole of one sample(): submit retries, 429 resubmits and 410 resubmits
+    # together. None: no limit (the poller's progress_timeout still applies).
+    sample_retry_budget_s: float | None = 7200.0
     telemetry: bool = True
     telemetry_batch_size: int = 100
     telemetry_flush_interval: float = 10.0
@@ -154,6 +162,10 @@ class ServiceConfig:
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL, got {self.base_url!r}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if self.retry_budget_s <= 0:
+            raise ConfigError(f"retry_budget_s must be positive, got {self.retry_budget_s}")
+        if self.sample_retry_budget_s is not None and self.sample_retry_budget_s <= 0:
+            raise ConfigError(f"sample_retry_budget_s must be positive or None, got {self.sample_retry_budget_s}")
         for name, size in self.pool_limits.items():
             if size < 1:
                 raise ConfigError(f"pool {name!r} needs at least 1 connection, got {size}")

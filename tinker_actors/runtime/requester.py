@@ -49,9 +49,15 @@ class Requester(Protocol):
 
 
 @functools.lru_cache(maxsize=64)
-def options(*, timeout: float | None = None, max_retries: int | None = None, raw: bool = False) -> RequestOptions:
+def options(
+    *,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    raw: bool = False,
+    total_retry_timeout: float | None = None,
+) -> RequestOptions:
     """Request options (frozen, so one object per distinct set of values is shared)."""
-    return RequestOptions(timeout=timeout, max_retries=max_retries, raw=raw)
+    return RequestOptions(timeout=timeout, max_retries=max_retries, raw=raw, total_retry_timeout=total_retry_timeout)
 
 
 @functools.cache

@@ -234,7 +234,7 @@ class Service:
                             "POST",
                             f"/api/v1/sessions/{self.session_id}/finish",
                             json={"reason": {"type": reason}, "detail": detail},
-                            options=options(timeout=10, max_retries=0),
+                            options=options(timeout=10, total_retry_timeout=10),
                         )
                     except NotFoundError:
                         log.info("session_finish_unavailable", session_id=self.session_id)
@@ -269,7 +269,7 @@ async def _open_transport(config: ServiceConfig) -> Any:
         config.base_url,
         config.api_key or "",
         limits=PoolLimits(**known),
-        retry=RetryPolicy(max_retries=config.max_retries),
+        retry=RetryPolicy(max_retries=config.max_retries, total_timeout=config.retry_budget_s),
         timeout=config.request_timeout,
         connect_timeout=config.connect_timeout,
         verify=config.verify_tls,

@@ -175,7 +175,8 @@ class Gate:
             if fault.slow_s:
                 srv.stats.faults["slow"] += 1
                 await anyio.sleep(fault.slow_s)
-            if await answer_fault(fault, srv.faults.config, srv.stats, scope, receive, send):
+            forget = srv.futures.forget if name == "retrieve_future" else None
+            if await answer_fault(fault, srv.faults.config, srv.stats, scope, receive, send, forget_future=forget):
                 return
             if fault.kind in ("lost", "timeout"):
                 send, after = deferred_send(fault, srv.faults.config, srv.stats, send)

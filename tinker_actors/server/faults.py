@@ -54,7 +54,7 @@ REQUEST_FAULT_KINDS = ("429", "5xx", "drop", "lost", "timeout", "gone")
 _RATES = ("rate_429", "rate_5xx", "rate_drop", "rate_lost", "rate_timeout", "rate_410")
 _SHARES = (*_RATES, "pause_rate", "expire_rate", "slow_rate")
 _WAITS = ("retry_after_s", "pause_futures_s", "slow_s", "timeout_s")
-_MAX_WAIT_S = 24 * 3600.0  # a day: longer is a typo, and anyio.sleep(inf) hangs a test for good
+_MAX_WAIT_S = 1e9  # finite: anyio.sleep(inf) would hang for good; tests pause futures for 10**7 s
 
 
 class FaultConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -223,8 +223,36 @@ async def _drop(send: Send) -> None:
     raise DroppedConnection("connection dropped on purpose (fault injection)")
 
 
-async def answer_fault(fault: RequestFault, config: FaultConfig, stats: Any, scope: Any, receive: Any, send: Send) -> bool:
-    """Answer a fault that replaces the request (429, 5xx, 410, drop); True when it did."""
+async def _request_id(receive: Any) -> str | None:
+    """The ``request_id`` of a retrieve_future body, read off the ASGI receive channel."""
+    body, more = b"", True
+    while more and len(body) <= 1 << 16:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    rid = value.get("request_id") if isinstance(value, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
+async def answer_fault(
+    fault: RequestFault,
+    config: FaultConfig,
+    stats: Any,
+    scope: Any,
+    receive: Any,
+    send: Send,
+    *,
+    forget_future: Callable[[str], None] | None = None,
+) -> bool:
+    """Answer a fault that replaces the request (429, 5xx, 410, drop); True when it did.
+
+    ``forget_future``: for a 410 on ``retrieve_future``, the server forgets the
+    future the poll names, as a real 410 means (later polls answer 410 too).
+    """
     kind = fault.kind
     if kind == "429":
         stats.faults["429"] += 1
@@ -243,6 +271,10 @@ async def answer_fault(fault: RequestFault, config: FaultConfig, stats: Any, sco
         await json_response(detail, status=config.status_5xx)(scope, receive, send)
         return True
     if kind == "gone":
+        if forget_future is not None:
+            rid = await _request_id(receive)
+            if rid is not None:
+                forget_future(rid)
         stats.faults["gone"] += 1
         stats.statuses["410"] += 1
         await json_response({"detail": "gone (injected by the local server)"}, status=410)(scope, receive, send)

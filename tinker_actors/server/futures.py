@@ -247,6 +247,11 @@ class FuturesStore:
     def expired_tenant(self, request_id: str) -> str | None:
         return self._expired.get(request_id)
 
+    def forget(self, request_id: str) -> None:
+        """Drop a future as if it had expired: polls answer 410 (fault injection)."""
+        if request_id in self._futures:
+            self._drop(request_id)
+
     def _drop(self, request_id: str) -> None:
         fut = self._futures.pop(request_id, None)
         self._expired[request_id] = fut.tenant if fut is not None else None

@@ -29,6 +29,7 @@ from ..errors import (
     ResponseDecodeError,
     TinkerActorsError,
     ValidationError,
+    gave_up,
     redact,
 )
 from .headers import base_headers
@@ -308,7 +309,7 @@ class Transport:
                         status, response_headers, response.content,
                         endpoint=endpoint, now=self._wall_clock(), secrets=self._secrets,
                     )
-                    retryable = should_retry(status, response_headers)
+                    retryable = should_retry(status, response_headers) and not (opts.defer_429 and status == 429)
 
             delay = next_delay(
                 attempt=retries,
@@ -321,6 +322,9 @@ class Transport:
             )
             if delay is None:
                 pool.record_error()
+                if retryable and retries:
+                    gave_up(failure, attempts=retries + 1, elapsed=trio.current_time() - started,
+                            budget=policy.total_timeout)
                 raise failure
             log.info(
                 "transport.retry",

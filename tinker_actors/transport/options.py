@@ -56,6 +56,8 @@ class RequestOptions(msgspec.Struct, frozen=True, kw_only=True):
     * ``compress``: send the body with ``Content-Encoding: zstd``.
     * ``max_response_bytes``: refuse a response body larger than this (read
       into memory whole otherwise); ``ResponseDecodeError`` names the size.
+    * ``defer_429``: raise a 429 at once instead of retrying it (for a caller
+      with its own backpressure: sampling admission).
     """
 
     timeout: float | None = None
@@ -70,6 +72,7 @@ class RequestOptions(msgspec.Struct, frozen=True, kw_only=True):
     signed_url: bool = False
     compress: bool = False
     max_response_bytes: int | None = None
+    defer_429: bool = False
 
 
 DEFAULT_OPTIONS: Final = RequestOptions()

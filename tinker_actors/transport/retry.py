@@ -11,8 +11,14 @@ Rules (docs/transport.md repeats them for users):
    server's hint when it gave one (``retry-after-ms``, else ``retry-after`` in
    seconds or as an HTTP date), clamped to [0, 60] s; otherwise full-jitter
    exponential backoff: ``U(0, min(max_delay, initial_delay * 2**n))``.
-4. No retry once ``max_retries`` retries were taken, nor when the time since the
-   first attempt began plus the wait would pass ``total_timeout``.
+4. No retry once ``max_retries`` retries were taken (None: no count limit),
+   nor when the time since the first attempt began plus the wait would pass
+   ``total_timeout``. The time budget is what bounds a call by default: the
+   official SDK wraps its HTTP retries in a 300 s loop for submits, so a count
+   alone would give up on a long outage sooner than it does.
+5. ``defer_429``: a 429 is not retried here but raised at once, for a caller
+   that owns its own backpressure (sampling admission releases its slot,
+   tightens and resubmits).
 
 Nothing here sleeps, reads a clock or draws randomness by itself: callers pass
 ``now``, ``elapsed`` and ``random`` in, so tests can call every rule directly.
@@ -40,9 +46,14 @@ _RETRY_STATUSES = frozenset({408, 409, 429})
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """Retry budget and backoff shape. Defaults follow the official SDK's HTTP layer."""
+    """Retry budget and backoff shape.
 
-    max_retries: int = 10
+    The backoff follows the official SDK's HTTP layer; the budget covers its
+    HTTP layer and the 300 s ``execute_with_retries`` loop above it together:
+    no count limit, 300 s from the first attempt.
+    """
+
+    max_retries: int | None = None  # None: no count limit (total_timeout bounds the call)
     initial_delay: float = 0.5
     max_delay: float = 10.0  # cap on one backoff wait
     max_retry_after: float = 60.0  # cap on a server-given wait
@@ -145,7 +156,7 @@ def next_delay(
     ``attempt`` is the number of retries already taken; ``elapsed`` the seconds
     since the first attempt began; ``now`` wall-clock Unix seconds (for HTTP dates).
     """
-    if not retryable or attempt >= policy.max_retries:
+    if not retryable or (policy.max_retries is not None and attempt >= policy.max_retries):
         return None
     delay = None
     if headers is not None:
