@@ -20,6 +20,7 @@ The hierarchy is flat on purpose: catch the family you can act on.
      +-- ResponseDecodeError       the server answered 2xx with a body we cannot read
      +-- RequestFailedError        a future resolved to an error; .category is user/server/unknown
      +-- FutureTimeoutError        a future made no progress before its deadline
+     +-- TrainingOrderError        a training request failed after taking its seq_id: the model's order is lost
      +-- SessionExpiredError       the session is gone (410 on heartbeat, or closed)
      +-- ServiceClosedError        the runtime is shutting down or has shut down
      +-- ActorCrashedError         an actor failed more often than its supervisor allows
@@ -54,6 +55,7 @@ __all__ = [
     "ResponseDecodeError",
     "RequestFailedError",
     "FutureTimeoutError",
+    "TrainingOrderError",
     "SessionExpiredError",
     "ServiceClosedError",
     "ActorCrashedError",
@@ -232,6 +234,29 @@ class FutureTimeoutError(TinkerActorsError, TimeoutError):
         self.request_id = request_id
         self.queue_state = queue_state
         super().__init__(message)
+
+
+class TrainingOrderError(TinkerActorsError):
+    """A training request failed for good after it took its place (seq_id) in the model's order.
+
+    The server may be waiting for that seq_id, so no later request of this
+    TrainingClient can run in order: each one fails at once with this error.
+    ``operation`` and ``seq_id`` name the lost request, ``cause`` its error.
+    """
+
+    def __init__(self, *, model_id: str, operation: str, seq_id: int, cause: BaseException) -> None:
+        self.model_id = model_id
+        self.operation = operation
+        self.seq_id = seq_id
+        self.cause = cause
+        super().__init__(
+            f"TrainingClient for model {model_id!r} can send no more requests: {operation} (seq_id {seq_id}) "
+            f"failed after taking its place in the model's order ({type(cause).__name__}: {redact(str(cause))[:300]}). "
+            "The server may be waiting for that seq_id. To continue, restore your last checkpoint into a new "
+            "TrainingClient: ServiceClient.create_training_client_from_state_with_optimizer(path) "
+            "(and redo the steps after it)"
+        )
+        self.__cause__ = cause
 
 
 class SessionExpiredError(TinkerActorsError):

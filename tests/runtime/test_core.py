@@ -201,7 +201,7 @@ async def test_sequencer_order_and_pipelining(autojump_clock):
         return {"request_id": f"r{n}"}
 
     async def submit_and_wait_result(n, delay):
-        ack = await seq.submit(n, lambda: post(n, delay))
+        ack = await seq.submit(n, lambda seq_id: seq_id, lambda seq_id: post(seq_id, delay))
         await trio.sleep(50)  # the result takes a long time
         results[n] = ack
 

@@ -1,9 +1,10 @@
 """TrainingClient: forward/backward, optimizer steps, checkpoints of one LoRA model.
 
-Every operation returns at once with an :class:`APIFuture`; its seq_id is
-reserved *when the method is called*, and the runtime's training sequencer
-sends the POSTs strictly in that order, each as soon as the previous POST
-returned (not its result). So::
+Every operation returns at once with an :class:`APIFuture`; its place in the
+model's order is taken *when the method is called*, and the runtime's training
+sequencer sends the POSTs strictly in that order (each getting the next
+seq_id when it leaves), each as soon as the previous POST returned (not its
+result). So::
 
     fb = training.forward_backward(batch, "cross_entropy")
     opt = training.optim_step(AdamParams(learning_rate=1e-3))
@@ -17,6 +18,12 @@ metrics combined by their ``name:reduction`` suffix (``clients.chunking``).
 With the server's ``parallel_fwdbwd_chunks`` flag (the default) the chunks are
 POSTed concurrently in one sequencer turn, the first chunk last (see
 :func:`_post_parallel` and docs/clients.md).
+
+Every POST is retried by the transport under its seq_id and idempotency key
+for the whole retry budget. One that still fails breaks the model's order:
+that operation raises its own error, and every later call of this client
+fails at once with :class:`~tinker_actors.errors.TrainingOrderError` (see
+``runtime.sequencer``).
 """
 
 from __future__ import annotations
@@ -144,8 +151,9 @@ class TrainingClient:
 
     # -- the ordered submit -----------------------------------------------------------------
 
-    async def _submit(self, seq_id: int, post: Callable[[], Any]) -> Any:
-        return await self._sequencer.submit(seq_id, post)
+    def _reserve(self, count: int = 1) -> list[int]:
+        """Tickets in the model's order; TrainingOrderError at once when an earlier request broke it."""
+        return self._sequencer.reserve(count)
 
     def _ordered(
         self,
@@ -157,13 +165,12 @@ class TrainingClient:
         raw_response: bool,
         on_submitted: Callable[[], None] | None = None,
     ) -> APIFuture[Any]:
-        """One non-chunked ordered operation: reserve a seq_id now, POST in turn, poll."""
-        seq_id = self._sequencer.reserve(1)[0]
+        """One non-chunked ordered operation: take a ticket now, POST in turn (seq_id given then), poll."""
+        ticket = self._reserve(1)[0]
         ctx = self._ctx
 
         async def run(fut: APIFuture[Any]) -> Any:
-            request = build(seq_id)
-            answer = await self._submit(seq_id, lambda: send(request, raw_response))
+            answer = await self._sequencer.submit(ticket, build, lambda request: send(request, raw_response), operation=name)
             if not raw_response:
                 fut.set_request_id(answer.request_id)
             if on_submitted is not None:
@@ -172,8 +179,11 @@ class TrainingClient:
                 return answer
             return await _resolve_ordered(ctx, fut, answer.request_id, result_type, request_type)
 
-        fut = ctx.start(name, run)
-        return fut
+        try:
+            return ctx.start(name, run)
+        except BaseException:
+            self._sequencer.abandon(ticket)
+            raise
 
     # -- forward / backward -------------------------------------------------------------------
 
@@ -187,7 +197,7 @@ class TrainingClient:
         forward_only: bool,
         raw_response: bool,
         options: Mapping[str, Any],
-        seq_ids: list[int] | None = None,
+        tickets: list[int] | None = None,
         chunks: list[list[wt.Datum]] | None = None,
         on_submitted: Callable[[], None] | None = None,
     ) -> APIFuture[Any]:
@@ -199,8 +209,8 @@ class TrainingClient:
             chunks = plan_chunks(
                 list(data), max_len=flags.fwdbwd_max_chunk_len, max_bytes=flags.fwdbwd_max_chunk_bytes_count
             )
-        if seq_ids is None:
-            seq_ids = self._sequencer.reserve(len(chunks))
+        if tickets is None:
+            tickets = self._reserve(len(chunks))
         ctx = self._ctx
         config = dict(loss_fn_config) if loss_fn_config else None
         training = ctx.api.training
@@ -211,8 +221,7 @@ class TrainingClient:
                 return wt.ForwardRequest(forward_input=inner, model_id=self.model_id, seq_id=seq_id)
             return wt.ForwardBackwardRequest(forward_backward_input=inner, model_id=self.model_id, seq_id=seq_id)
 
-        def post_chunk(i: int) -> Any:
-            request = build(seq_ids[i], chunks[i])
+        def post(request: Any) -> Any:
             resource = training.with_raw_response if raw_response else training
             method = resource.forward if forward_only else resource.forward_backward
             return method(request, **opts)
@@ -227,23 +236,26 @@ class TrainingClient:
                 answers: list[Any] = [None] * len(chunks)
 
                 async def serial(i: int) -> None:
-                    answers[i] = await self._submit(seq_ids[i], lambda: post_chunk(i))
+                    answers[i] = await self._sequencer.submit(
+                        tickets[i], lambda seq_id: build(seq_id, chunks[i]), post, operation=name
+                    )
 
                 async with trio.open_nursery() as nursery:
                     for i in range(len(chunks)):
                         nursery.start_soon(serial, i)
                 return answers
 
-            async def group() -> list[Any]:
-                try:
-                    return await _post_parallel(len(chunks), post_chunk, window)
-                finally:
-                    # The whole group went out in chunk 0's turn; the other
-                    # ids are used up, so the next operation may follow.
-                    for seq_id in seq_ids[1:]:
-                        self._sequencer.abandon(seq_id)
+            async def group(requests: list[Any]) -> list[Any]:
+                return await _post_parallel(len(requests), lambda i: post(requests[i]), window)
 
-            return await self._submit(seq_ids[0], group)  # type: ignore[no-any-return]
+            # The whole group goes out in the first ticket's turn, with consecutive
+            # seq_ids; the other tickets are used up, so the next operation may follow.
+            for ticket in tickets[1:]:
+                self._sequencer.abandon(ticket)
+            return await self._sequencer.submit(  # type: ignore[no-any-return]
+                tickets[0], lambda seq_id: [build(seq_id + i, c) for i, c in enumerate(chunks)], group,
+                ids=len(chunks), operation=name,
+            )
 
         async def run(fut: APIFuture[Any]) -> Any:
             request_type = "Forward" if forward_only else "ForwardBackward"
@@ -274,7 +286,12 @@ class TrainingClient:
                 raise _first_error(group) from None
             return combine_outputs(results)
 
-        return ctx.start(name, run)
+        try:
+            return ctx.start(name, run)
+        except BaseException:
+            for ticket in tickets:
+                self._sequencer.abandon(ticket)
+            raise
 
     def forward(
         self,
@@ -324,13 +341,13 @@ class TrainingClient:
         data = list(data)
         flags = self._ctx.flags
         chunks = plan_chunks(data, max_len=flags.fwdbwd_max_chunk_len, max_bytes=flags.fwdbwd_max_chunk_bytes_count)
-        fwd_ids = self._sequencer.reserve(len(chunks))
-        bwd_ids = self._sequencer.reserve(len(chunks))
+        fwd_ids = self._reserve(len(chunks))
+        bwd_ids = self._reserve(len(chunks))
         forward_data = [_forward_datum(d) for d in data]
         fwd_chunks = _same_cuts(forward_data, chunks)
         forward = self._fwdbwd("forward_backward_custom.forward", forward_data, "cross_entropy", None,
                                forward_only=True, raw_response=False, options=opts,
-                               seq_ids=fwd_ids, chunks=fwd_chunks)
+                               tickets=fwd_ids, chunks=fwd_chunks)
         ctx = self._ctx
 
         async def run(fut: APIFuture[Any]) -> Any:
@@ -339,8 +356,8 @@ class TrainingClient:
                 logprobs = [np.asarray(out["logprobs"].to_numpy(), dtype=np.float64) for out in fwd.loss_fn_outputs]
                 loss_sum, grads, metrics = _run_custom_loss(loss_fn, data, logprobs)
             except BaseException:
-                for seq_id in bwd_ids:
-                    self._sequencer.abandon(seq_id)
+                for ticket in bwd_ids:
+                    self._sequencer.abandon(ticket)
                 raise
             backward_data = [
                 wt.Datum(
@@ -358,7 +375,7 @@ class TrainingClient:
             ]
             backward = self._fwdbwd("forward_backward_custom.backward", backward_data, "cross_entropy", None,
                                     forward_only=False, raw_response=False, options=opts,
-                                    seq_ids=bwd_ids, chunks=_same_cuts(backward_data, chunks))
+                                    tickets=bwd_ids, chunks=_same_cuts(backward_data, chunks))
             result = await backward
             fut.set_request_id(backward.request_id)
             new_metrics = dict(result.metrics)
