@@ -61,6 +61,7 @@ __all__ = [
     "ActorCrashedError",
     "status_error",
     "redact",
+    "excerpt",
     "gave_up",
 ]
 
@@ -207,14 +208,48 @@ def status_error(status_code: int) -> type[APIStatusError]:
     return _STATUS_CLASSES.get(status_code, APIStatusError)
 
 
-class ResponseDecodeError(TinkerActorsError):
-    """A 2xx answer whose body does not match what the endpoint promises."""
+_EXCERPT_BYTES = 120
 
-    def __init__(self, message: str, *, endpoint: str | None = None, content_type: str | None = None) -> None:
+
+def excerpt(data: bytes | bytearray | memoryview | None, limit: int = _EXCERPT_BYTES) -> str:
+    """The first ``limit`` bytes of an answer, safe to print: keys masked, control bytes escaped."""
+    if not data:
+        return "(empty body)"
+    # latin-1 maps bytes 1:1, so keys are masked without decoding anything else;
+    # the bytes repr then escapes control and non-ASCII bytes (\r, \x00, \xff)
+    head = redact(bytes(data[:limit]).decode("latin-1")).encode("latin-1")
+    text = repr(head)
+    more = len(data) - limit
+    return f"{text} (+{more} more bytes)" if more > 0 else text
+
+
+class ResponseDecodeError(TinkerActorsError):
+    """An answer whose body is not what the endpoint promises (HTML, bad JSON, garbage protobuf, cut short).
+
+    ``endpoint`` (method and path), ``status`` and ``content_type`` say where
+    and what; the message quotes the first bytes of the body (``body_start``,
+    keys masked, at most 120 bytes).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        content_type: str | None = None,
+        status: int | None = None,
+        body: bytes | bytearray | memoryview | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.content_type = content_type
+        self.status = status
+        self.body_start = excerpt(body) if body is not None else None
         where = f"{endpoint}: " if endpoint else ""
-        super().__init__(f"{where}malformed response ({content_type or 'no content type'}): {redact(message)}")
+        code = f"HTTP {status} " if status is not None else ""
+        quoted = f"; body starts {self.body_start}" if self.body_start is not None else ""
+        super().__init__(
+            f"{where}{code}malformed response ({content_type or 'no content type'}): {redact(message)[:500]}{quoted}"
+        )
 
 
 class RequestFailedError(TinkerActorsError):

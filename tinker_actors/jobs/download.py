@@ -84,9 +84,14 @@ async def download_archive(
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as http:
             async with http.stream("GET", url) as response:
                 if response.status_code >= 400:
-                    await response.aread()
+                    text = b""
+                    async for chunk in response.aiter_bytes():  # an error page: its start is enough
+                        text += chunk
+                        if len(text) >= 4096:
+                            break
                     cls = status_error(response.status_code)
-                    raise cls(response.text[:500], status_code=response.status_code, endpoint="GET <archive url>")
+                    raise cls(text[:500].decode("utf-8", "replace"), status_code=response.status_code,
+                              endpoint="GET <archive url>")
                 total = int(response.headers["content-length"]) if "content-length" in response.headers else None
                 expected = _expected_digest(response.headers)
                 with open(part, "wb") as fh:

@@ -22,6 +22,7 @@ import msgspec
 
 from .._version import __version__
 from ..errors import ConfigError
+from ..transport.headers import check_api_key
 from .supervisor import RestartPolicy
 
 __all__ = ["ServiceConfig", "ServerFlags", "PollSettings", "DEFAULT_BASE_URL", "DEFAULT_POOL_LIMITS"]
@@ -116,8 +117,13 @@ class ServiceConfig:
     base_url: str = DEFAULT_BASE_URL
     pool_limits: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(DEFAULT_POOL_LIMITS))
     mailbox_factor: int = 2  # each pool actor's mailbox holds factor × concurrency envelopes
-    request_timeout: float = 60.0
+    request_timeout: float = 60.0  # per read
     connect_timeout: float = 5.0
+    # one attempt, headers and body together (a server dripping its body a byte
+    # at a time never trips a per-read timeout); at least connect + read timeout
+    response_deadline: float = 180.0
+    # a response body larger than this is refused (ResponseDecodeError)
+    max_response_bytes: int = 256 * 1024 * 1024
     # Retries of one call (see the retry policy table in docs/reliability.md):
     # no count limit by default, a time budget instead, at least as patient as
     # the official SDK's layers together (HTTP retries inside a 300 s loop for
@@ -157,6 +163,7 @@ class ServiceConfig:
         if self.check_key:
             if not self.api_key:
                 raise ConfigError("no API key: pass api_key= or set TINKER_API_KEY")
+            check_api_key(self.api_key)
             if not (self.api_key.startswith("tml-") or self.api_key.startswith("eyJ")):
                 raise ConfigError("the API key must start with 'tml-' (or be a JWT starting with 'eyJ')")
         if not self.base_url.startswith(("http://", "https://")):

@@ -378,12 +378,15 @@ class _Batch:
         self.running = False
 
 
-def _decode_error(exc: Exception, content_type: str | None, handle: FutureHandle) -> ResponseDecodeError:
+def _decode_error(exc: Exception, content_type: str | None, handle: FutureHandle, raw: Any = None) -> ResponseDecodeError:
     what = getattr(handle.spec.result_type, "__name__", None) or "the result"
+    _, body = raw_parts(raw) if raw is not None else (None, None)
     return ResponseDecodeError(
         f"cannot read the answer for {handle.request_id} as {what}: {type(exc).__name__}: {exc}"[:500],
         endpoint="POST /api/v1/retrieve_future",
         content_type=content_type,
+        status=getattr(raw, "status", None),
+        body=body,
     )
 
 
@@ -715,7 +718,7 @@ class FuturePoller:
         try:
             reply = _classify(content_type, body, spec.result_type)
         except Exception as exc:  # the body came from outside: a typed error naming the endpoint
-            handle._finish(FutureState.FAILED, error=_decode_error(exc, content_type, handle))
+            handle._finish(FutureState.FAILED, error=_decode_error(exc, content_type, handle, raw))
             return
         handle._backoff = 0.0
         if isinstance(reply, TryAgainResponse):

@@ -33,6 +33,7 @@ No thread, no ``__del__``: when the block is left nothing is running.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,7 +42,8 @@ import msgspec
 import trio
 
 from .._log import get_logger
-from ..errors import ActorCrashedError, NotFoundError, ServiceClosedError, SessionExpiredError
+from ..errors import ActorCrashedError, NotFoundError, ResponseDecodeError, ServiceClosedError, SessionExpiredError
+from ..transport.responses import status_error_from
 from .admission import SamplingAdmission
 from .config import ServerFlags, ServiceConfig
 from .dynamic_config import DYNAMIC_FIELDS, DynamicConfigRefresher
@@ -67,14 +69,40 @@ class ServiceStatistics(msgspec.Struct, frozen=True, kw_only=True):
     health: SessionHealth
 
 
-async def _json_call(requester: Requester, res: Resource, path: str, body: Any, *, timeout: float | None = None, max_retries: int | None = None) -> Any:
+async def _json_call(
+    requester: Requester, res: Resource, path: str, body: Any, *, timeout: float | None = None, max_retries: int | None = None
+) -> dict[str, Any]:
+    """POST a start-up call and read its answer as a JSON object.
+
+    Anything else (HTML from a proxy, bad JSON, a redirect, a JSON array) is a
+    typed error naming the endpoint, the status and the first bytes of the
+    body, never a bare decoder exception.
+    """
     reply = await requester.request(
         resource(res), "POST", path, json=body, options=options(timeout=timeout, max_retries=max_retries, raw=True)
     )
-    if isinstance(reply, (dict, list)) or reply is None:
+    if isinstance(reply, dict):
         return reply
-    _, data = raw_parts(reply)
-    return msgspec.json.decode(data) if data else None
+    if reply is None:
+        return {}
+    endpoint = f"POST {path}"
+    content_type, data = raw_parts(reply)
+    status = getattr(reply, "status", None)
+    if status is not None and not 200 <= status < 300:  # a raw call hands back redirects as they are
+        headers = dict(getattr(reply, "headers", None) or {})
+        raise status_error_from(status, headers, data, endpoint=endpoint, now=time.time(), secrets=())
+    if not data:
+        return {}
+    try:
+        value = _object_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ResponseDecodeError(
+            f"expected a JSON object: {exc}", endpoint=endpoint, content_type=content_type, status=status, body=data
+        ) from None
+    return value
+
+
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 class Service:
@@ -140,11 +168,11 @@ class Service:
         version = {"sdk_version": cfg.sdk_version}
         flags: dict[str, Any] = {}
         try:
-            flags.update(await _json_call(self._transport, Resource.SESSION, "/api/v1/client/config", version) or {})
+            flags.update(await _json_call(self._transport, Resource.SESSION, "/api/v1/client/config", version))
         except NotFoundError:
             log.warning("client_config_unavailable", fallback="defaults")
         try:
-            dynamic = await _json_call(self._transport, Resource.SESSION, "/api/v1/client/dynamic_config", version, timeout=10, max_retries=0) or {}
+            dynamic = await _json_call(self._transport, Resource.SESSION, "/api/v1/client/dynamic_config", version, timeout=10, max_retries=0)
             # as on every refresh: only the dynamic fields, so it cannot override client/config
             flags.update({k: v for k, v in dynamic.items() if k in DYNAMIC_FIELDS})
         except NotFoundError:  # older servers lack it; the SDK falls back to defaults too
@@ -161,7 +189,13 @@ class Service:
         if cfg.display_name:
             body["display_name"] = cfg.display_name
         reply = await _json_call(self._transport, Resource.SESSION, "/api/v1/create_session", body)
-        self.session_id = str(reply["session_id"])
+        session_id = reply.get("session_id")
+        if not isinstance(session_id, str) or not session_id:
+            raise ResponseDecodeError(
+                f"the answer has no session_id string (keys: {', '.join(sorted(reply))[:200] or 'none'})",
+                endpoint="POST /api/v1/create_session", content_type="application/json", status=200,
+            )
+        self.session_id = session_id
         for key, level in (("info_message", "info"), ("warning_message", "warning"), ("error_message", "error")):
             if reply.get(key):
                 getattr(log, level)("session_message", session_id=self.session_id, message=reply[key])
@@ -273,6 +307,8 @@ async def _open_transport(config: ServiceConfig) -> Any:
         timeout=config.request_timeout,
         connect_timeout=config.connect_timeout,
         verify=config.verify_tls,
+        response_deadline=config.response_deadline,
+        max_response_bytes=config.max_response_bytes,
     )
 
 

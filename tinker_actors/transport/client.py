@@ -32,7 +32,7 @@ from ..errors import (
     gave_up,
     redact,
 )
-from .headers import base_headers
+from .headers import base_headers, check_api_key
 from .limits import PoolLimits, ResourceType
 from .options import DEFAULT_OPTIONS, IdempotencyKey, RawResponse, RequestOptions
 from .pool import Pool, ResponseTooLarge, tls_context
@@ -40,7 +40,7 @@ from .responses import decode_body, signed_url_from, status_error_from
 from .retry import RetryPolicy, is_proxy_rejection, next_delay, should_retry
 from .stats import PoolStatistics
 
-__all__ = ["Transport", "DEFAULT_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT"]
+__all__ = ["Transport", "DEFAULT_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_RESPONSE_DEADLINE", "DEFAULT_MAX_RESPONSE_BYTES"]
 
 log = get_logger(__name__)
 
@@ -48,6 +48,8 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 # Bodies are read into memory whole: anything bigger is refused (RequestOptions.max_response_bytes).
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# One attempt, from sending to the last body byte; never less than connect + read timeout.
+DEFAULT_RESPONSE_DEADLINE = 180.0
 API_PREFIX = "/api/v1/"
 _JSON = "application/json"
 _KEYLESS_METHODS = frozenset({"GET", "HEAD"})
@@ -78,9 +80,9 @@ class Transport:
         random: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        response_deadline: float = DEFAULT_RESPONSE_DEADLINE,
     ) -> None:
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise ConfigError("an API key is required")
+        check_api_key(api_key)
         url = httpx.URL(base_url.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigError(f"base_url must be an http(s) URL, got {redact(base_url, api_key)!r}")
@@ -91,6 +93,9 @@ class Transport:
         self.connect_timeout = connect_timeout
         self.verify = verify
         self.max_response_bytes = max_response_bytes
+        if not response_deadline > 0:
+            raise ConfigError(f"response_deadline must be positive, got {response_deadline}")
+        self.response_deadline = response_deadline
         self._api_key = api_key
         self._secrets = (api_key,)
         self._headers = base_headers(api_key, dict(default_headers or {}))
@@ -135,8 +140,7 @@ class Transport:
 
     def replace_api_key(self, api_key: str) -> None:
         """Send ``api_key`` on calls started from now on (JWT mode swaps the credential)."""
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise ConfigError("an API key is required")
+        check_api_key(api_key)
         self._api_key = api_key
         self._secrets = (*self._secrets, api_key)
         self._headers["X-API-Key"] = api_key
@@ -252,6 +256,7 @@ class Transport:
         # MockTransport and friends enforce no timeouts: bound the wait for headers ourselves.
         guard = connect_timeout + read_timeout
         max_bytes = opts.max_response_bytes if opts.max_response_bytes is not None else self.max_response_bytes
+        deadline = max(opts.response_deadline if opts.response_deadline is not None else self.response_deadline, guard)
 
         started = trio.current_time()
         retries = 0
@@ -263,7 +268,7 @@ class Transport:
             failure: TinkerActorsError
             try:
                 response, elapsed = await pool.send_parts(
-                    method, url, raw_headers, body, timeouts, guard=guard, max_bytes=max_bytes
+                    method, url, raw_headers, body, timeouts, guard=guard, max_bytes=max_bytes, deadline=deadline
                 )
             except ResponseTooLarge as exc:
                 pool.record_error()  # not retried: the same request would get the same body

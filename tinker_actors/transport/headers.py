@@ -11,11 +11,31 @@ import platform
 import sys
 
 from .._version import __version__
+from ..errors import ConfigError
 
-__all__ = ["platform_headers", "base_headers", "ACCEPT_ENCODING"]
+__all__ = ["platform_headers", "base_headers", "check_api_key", "ACCEPT_ENCODING"]
 
 # httpx decodes all three; zstd through the `zstandard` package, a dependency.
 ACCEPT_ENCODING = "gzip, deflate, zstd"
+
+
+def check_api_key(api_key: str) -> None:
+    """Refuse a key that cannot be sent as a header value, before any I/O.
+
+    A trailing newline or space (a key pasted from a file) would otherwise be
+    rejected by the HTTP library on every attempt and look like an
+    unreachable server. The message says where the bad character is, never
+    the key.
+    """
+    if not isinstance(api_key, str) or not api_key:
+        raise ConfigError("an API key is required")
+    for i, char in enumerate(api_key):
+        if not "!" <= char <= "~":  # visible ASCII only: no space, tab, CR, LF, NUL, DEL or non-ASCII
+            what = "whitespace" if char.isspace() else ("a non-ASCII character" if ord(char) > 127 else "a control character")
+            raise ConfigError(
+                f"the API key contains {what} ({char!r}) at position {i} of {len(api_key)}; "
+                "remove it (a key read from a file often ends with a newline)"
+            )
 
 
 def _os_name() -> str:

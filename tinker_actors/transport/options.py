@@ -56,6 +56,9 @@ class RequestOptions(msgspec.Struct, frozen=True, kw_only=True):
     * ``compress``: send the body with ``Content-Encoding: zstd``.
     * ``max_response_bytes``: refuse a response body larger than this (read
       into memory whole otherwise); ``ResponseDecodeError`` names the size.
+    * ``response_deadline``: seconds one attempt may take from sending to the
+      last byte of the body (headers and body; never less than connect +
+      read timeout). A read timeout bounds each read only.
     * ``defer_429``: raise a 429 at once instead of retrying it (for a caller
       with its own backpressure: sampling admission).
     """
@@ -72,6 +75,7 @@ class RequestOptions(msgspec.Struct, frozen=True, kw_only=True):
     signed_url: bool = False
     compress: bool = False
     max_response_bytes: int | None = None
+    response_deadline: float | None = None
     defer_429: bool = False
 
 

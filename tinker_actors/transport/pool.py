@@ -21,9 +21,12 @@ always finds a free slot on the pool's stack of free slots (an O(1) pop in sync
 code). The transports are opened and closed by ``async with pool``.
 
 A body is read into memory whole, so its size is capped (``max_bytes``): a
-Content-Length over the cap is refused before a byte of the body is read, and
-a body without one is refused as soon as the bytes read pass the cap (the
-connection is then closed, not reused). Either raises :class:`ResponseTooLarge`.
+Content-Length over the cap is refused before a byte of the body is read, a
+body without one is refused as soon as the bytes read pass the cap (the
+connection is then closed, not reused), and a compressed body is inflated in
+bounded steps that stop as soon as the decoded size passes it (``inflate``).
+Each raises :class:`ResponseTooLarge`. The whole exchange, headers and body,
+has a deadline (``deadline``), on top of httpcore's per-read timeout.
 """
 
 from __future__ import annotations
@@ -38,15 +41,23 @@ from typing import Any, NamedTuple
 import httpcore
 import httpx
 import trio
-from httpx._decoders import SUPPORTED_DECODERS  # the decoders httpx itself uses (gzip, deflate, zstd, br)
 from httpx._transports.default import map_httpcore_exceptions as _map_httpcore_exceptions
 
+from .inflate import BadEncoding, TooLarge, inflate
 from .limits import ResourceType
 from .netstream import coalescing_pool
 from .responses import plain_headers
 from .stats import LatencyWindow, PoolStatistics
 
-__all__ = ["Pool", "Reply", "ResponseTooLarge", "split_connections", "tls_context"]
+__all__ = ["Pool", "Reply", "ResponseTooLarge", "ResponseDeadlineExceeded", "split_connections", "tls_context"]
+
+
+class ResponseDeadlineExceeded(httpx.ReadTimeout):
+    """The whole response (headers and body) did not arrive within the deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        super().__init__(f"no complete response within {deadline:g} s (the response deadline)")
 
 
 class ResponseTooLarge(Exception):
@@ -204,15 +215,20 @@ class Pool:
         *,
         guard: float | None = None,
         max_bytes: int | None = None,
+        deadline: float | None = None,
     ) -> tuple[Reply, float]:
         """Send one request and read its whole body; return the reply and its latency.
 
         ``headers`` are sent as given (plus Host and Content-Length when
         missing). ``guard`` bounds the wait for the response headers (seconds),
         for transports that enforce no timeouts of their own; raises
-        trio.TooSlowError. ``max_bytes`` caps the body (before and after
-        content decoding); raises :class:`ResponseTooLarge`. Network failures
-        raise httpx's exceptions.
+        trio.TooSlowError. ``deadline`` bounds the whole exchange, headers
+        and body (a read timeout only bounds each read, so a server that
+        drips a byte at a time would hold the call forever); raises
+        :class:`ResponseDeadlineExceeded`, an ``httpx.ReadTimeout``.
+        ``max_bytes`` caps the body (before and after content decoding);
+        raises :class:`ResponseTooLarge`. Network failures raise httpx's
+        exceptions.
         """
         if self._stack is None:
             raise RuntimeError(f"{self!r} is not open")
@@ -228,10 +244,13 @@ class Pool:
             self._attempts += 1
             start = trio.current_time()
             try:
-                if shard.raw is not None:
-                    reply = await _send_raw(shard.raw, method, url, headers, body, timeouts, guard, max_bytes)
-                else:
-                    reply = await _send_httpx(shard.transport, method, url, headers, body, timeouts, guard, max_bytes)
+                with trio.CancelScope(deadline=start + deadline if deadline is not None else math.inf) as scope:
+                    if shard.raw is not None:
+                        reply = await _send_raw(shard.raw, method, url, headers, body, timeouts, guard, max_bytes)
+                    else:
+                        reply = await _send_httpx(shard.transport, method, url, headers, body, timeouts, guard, max_bytes)
+                if scope.cancelled_caught:
+                    raise ResponseDeadlineExceeded(deadline)  # type: ignore[arg-type]
             finally:
                 shard.in_flight -= 1
                 self._free.append(shard)
@@ -323,9 +342,7 @@ async def _send_raw(
         plain[key] = f"{plain[key]}, {text}" if key in plain else text
     encoding = plain.get("content-encoding")
     if encoding and content:
-        content = _decode_content(encoding, content)
-        if max_bytes is not None and len(content) > max_bytes:
-            raise ResponseTooLarge(max_bytes, len(content), declared=False, status=response.status)
+        content = _decode_content(encoding, content, max_bytes, response.status)
     return Reply(response.status, plain, content)
 
 
@@ -396,14 +413,11 @@ def _host_header(scheme: bytes, host: bytes, port: int | None) -> bytes:
     return host if port is None or port == default else host + b":" + str(port).encode()
 
 
-def _decode_content(encoding: str, content: bytes) -> bytes:
-    """Undo Content-Encoding (gzip, deflate, zstd, br), last applied first; httpx.DecodingError on failure."""
-    for name in reversed([part.strip().lower() for part in encoding.split(",") if part.strip()]):
-        if name == "identity":
-            continue
-        decoder_class = SUPPORTED_DECODERS.get(name)
-        if decoder_class is None:
-            continue  # as httpx does: leave an unknown encoding alone
-        decoder = decoder_class()
-        content = decoder.decode(content) + decoder.flush()
-    return content
+def _decode_content(encoding: str, content: bytes, max_bytes: int | None, status: int) -> bytes:
+    """Undo Content-Encoding in bounded steps (see ``inflate``); httpx.DecodingError when invalid."""
+    try:
+        return inflate(encoding, content, max_bytes)
+    except TooLarge as exc:
+        raise ResponseTooLarge(max_bytes or 0, exc.size, declared=False, status=status) from None
+    except BadEncoding as exc:
+        raise httpx.DecodingError(str(exc)) from None

@@ -163,4 +163,6 @@ def decode_body(
     except TinkerActorsError:
         raise
     except Exception as exc:  # the body came from outside; any failure to read it is the server's
-        raise ResponseDecodeError(str(exc), endpoint=endpoint, content_type=content_type) from exc
+        raise ResponseDecodeError(
+            f"{type(exc).__name__}: {exc}", endpoint=endpoint, content_type=content_type, status=raw.status, body=raw.content
+        ) from exc
