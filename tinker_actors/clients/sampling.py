@@ -47,8 +47,8 @@ import trio
 
 from .._log import get_logger
 from ..errors import GoneError, ServiceClosedError, gave_up
-from ..transport.options import IdempotencyKey
 from ..runtime.admission import estimate_bytes
+from ..transport.options import IdempotencyKey
 from ..wire import types as wt
 from ..wire.validate import validate_sample
 from ._base import ClientContext, RawView, take_options
