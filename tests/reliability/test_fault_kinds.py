@@ -138,3 +138,21 @@ async def test_on_a_real_socket_drop_and_lost_are_transport_errors(tmp_path) -> 
             assert stats["handled"]["create_session"] == stats["faults"]["lost"]
             assert (await client.post("/api/v1/create_session", json=SESSION)).status_code == 200
         nursery.cancel_scope.cancel()
+
+
+async def test_a_full_work_queue_sheds_submits_with_429(tmp_path) -> None:
+    cfg = ServerConfig(data_dir=tmp_path, compute_inline=True, max_pending_futures=2,
+                       faults=FaultConfig(pause_futures_s=1000))
+    app = create_app(cfg)
+    async with app.lifespan(), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://local",
+                                                 headers=HEADERS) as client:
+        sid = (await client.post("/api/v1/create_session", json=SESSION)).json()["session_id"]
+        codes = [(await client.post("/api/v1/create_model", json={"session_id": sid, "model_seq_id": i, "base_model": BASE}))
+                 for i in range(3)]
+        assert [r.status_code for r in codes] == [200, 200, 429]
+        assert codes[2].headers["retry-after"] == "1"
+        assert app.server.stats.shed == 1 and app.server.futures.pending == 2
+        # polls, heartbeats and reads are never shed
+        assert (await client.get("/api/v1/healthz")).status_code == 200
+        r = await client.post("/api/v1/retrieve_future", json={"request_id": codes[0].json()["request_id"]})
+        assert r.status_code == 200

@@ -134,3 +134,15 @@ def test_docs_show_the_retry_policy_of_every_endpoint() -> None:
     table = retry_table()
     assert all(f"| `{name}` |" in table for name in ENDPOINTS)
     check_section("docs/reliability.md", "retry-policy", table)
+
+
+async def test_a_shedding_server_is_waited_out(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    cfg = ServerConfig(data_dir=tmp_path / "data", null_compute=True, compute_inline=True, long_poll_timeout_s=20,
+                       max_pending_futures=4, faults=FaultConfig(pause_futures_s=3))
+    with trio.fail_after(3600):
+        async with in_process(cfg) as (app, client):
+            sampler = await client.create_sampling_client(base_model=BASE_MODEL)
+            results = [await f for f in [sampler.sample(PROMPT, 1, PARAMS) for _ in range(20)]]
+            s = await control(app, "/_local/stats")
+    assert len(results) == 20
+    assert s["shed"] > 0 and s["work_done"]["Sample"] == 20

@@ -44,7 +44,7 @@ from ..wire import protobuf as wpb
 from . import admin, engine, tenancy
 from .body import ClientGone, inflate, read_body, replay_receive
 from .config import ServerConfig
-from .faults import DroppedConnection, answer_fault, deferred_send, fault_config_from_json
+from .faults import DroppedConnection, answer_fault, deferred_send, fault_config_from_json, shed_load
 from .http import ApiError, bad, decode_body, json_response
 from .idempotency import fingerprint, response_request_id
 from .limits import LimitError, check_body
@@ -108,6 +108,13 @@ def _route_name(path: str) -> str:
     return head
 
 
+# Routes that queue work behind a future: shed with 429 when the queue is full.
+_SUBMITS = frozenset({
+    "asample", "forward", "forward_backward", "optim_step", "save_weights", "save_weights_for_sampler",
+    "save_weights_external", "load_weights", "create_model", "unload_model",
+})
+
+
 class Gate:
     """Shared per-request policy in front of the Starlette router."""
 
@@ -168,6 +175,9 @@ class Gate:
         except ApiError as exc:
             srv.stats.statuses[str(exc.status)] += 1
             await exc.response()(scope, receive, send)
+            return
+        if name in _SUBMITS and 0 < srv.config.max_pending_futures <= srv.futures.pending:
+            await shed_load(srv.config.shed_retry_after_s, srv.stats, scope, receive, send)
             return
         after = None
         if name != "_local" and not path.startswith("/_local") and srv.faults.config.any_request_faults():

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metadata-threshold", type=int, default=64 * 1024,
         help="results above this many bytes are announced with complete_metadata (0: always)",
     )
+    p.add_argument("--max-pending-futures", type=int, default=1024,
+                   help="with this much queued work, new submits get 429 + Retry-After (0: never)")
     f = p.add_argument_group("fault injection (seeded)")
     f.add_argument("--fault-seed", type=int, default=0)
     f.add_argument("--fault-rate-429", type=float, default=0.0)
@@ -114,6 +116,7 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         api_key=ns.api_key,
         api_keys=load_keys(ns.api_keys) if ns.api_keys is not None else None,
         null_compute=ns.null_compute,
+        max_pending_futures=ns.max_pending_futures,
         faults=faults,
         long_poll_timeout_s=ns.long_poll_timeout,
         futures_batch_timeout_s=ns.futures_batch_timeout,

@@ -45,6 +45,11 @@ class ServerConfig:
     # allow_metadata_only poll; smaller ones come at once (0 = always announce)
     metadata_threshold_bytes: int = 64 * 1024
     seq_wait_timeout_s: float = 120.0
+    # Load shedding: with this many futures accepted and not finished, a new
+    # submit (asample, forward_backward, save_*, ...) gets 429 with
+    # Retry-After: shed_retry_after_s instead of joining the queue. 0: never.
+    max_pending_futures: int = 1024
+    shed_retry_after_s: float = 1.0
     compute_threads: int = 1
     # run model work on the event loop instead of a worker thread: only for
     # tests on a virtual clock, where a busy thread would let time jump

@@ -42,6 +42,7 @@ __all__ = [
     "RequestFault",
     "DroppedConnection",
     "answer_fault",
+    "shed_load",
     "deferred_send",
     "fault_config_from_dict",
     "fault_config_from_json",
@@ -283,6 +284,21 @@ async def answer_fault(
         stats.faults["drop"] += 1
         await _drop(send)
     return False
+
+
+async def shed_load(retry_after_s: float, stats: Any, scope: Any, receive: Any, send: Send) -> None:
+    """Answer 429 with Retry-After: the server has more queued work than it takes (``max_pending_futures``).
+
+    Not a fault but load shedding, in the same shape a real overloaded
+    service answers; the client waits the Retry-After and resubmits.
+    """
+    stats.shed += 1
+    stats.statuses["429"] += 1
+    await json_response(
+        {"detail": "the server is busy: too much queued work; retry after the Retry-After delay"},
+        status=429,
+        headers={"Retry-After": f"{retry_after_s:g}", "retry-after-ms": str(int(retry_after_s * 1000))},
+    )(scope, receive, send)
 
 
 def deferred_send(fault: RequestFault, config: FaultConfig, stats: Any, send: Send) -> tuple[Send, Callable[[], Awaitable[None]]]:

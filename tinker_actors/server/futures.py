@@ -129,6 +129,7 @@ class FuturesStore:
         self._expired: OrderedDict[str, str | None] = OrderedDict()  # request id -> tenant
         self._prefix = uuid.uuid4().hex[:8]
         self._counter = itertools.count(1)
+        self.pending = 0  # created and not yet finished: the work the server still owes
         # finished ids in completion order: the sweep only looks at the oldest
         self._done: deque[str] = deque()
         # per-sampling-session completion logs for retrieve_futures
@@ -142,6 +143,7 @@ class FuturesStore:
         rid = f"req-{self._prefix}-{next(self._counter)}"
         fut = Future(request_id=rid, request_type=request_type, owner=owner, created=self._clock(), tenant=tenant)
         self._futures[rid] = fut
+        self.pending += 1
         self.sweep()
         return fut
 
@@ -232,6 +234,7 @@ class FuturesStore:
 
     # -- internals -----------------------------------------------------
     def _finish(self, fut: Future) -> None:
+        self.pending -= 1
         fut.finished_at = self._clock()
         fut.event.set()
         self._done.append(fut.request_id)

@@ -20,6 +20,7 @@ class ServerStats:
     work_done: Counter[str] = field(default_factory=Counter)
     # requests a route's handler ran for (idempotent replays and injected faults excluded)
     handled: Counter[str] = field(default_factory=Counter)
+    shed: int = 0  # submits answered 429 because the work queue was full (max_pending_futures)
 
     def long_poll_started(self) -> None:
         self.open_long_polls += 1
@@ -40,6 +41,7 @@ class ServerStats:
             "faults": dict(self.faults),
             "work_done": dict(self.work_done),
             "handled": dict(self.handled),
+            "shed": self.shed,
         }
 
     def reset(self) -> None:
