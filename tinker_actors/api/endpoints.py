@@ -63,7 +63,7 @@ RETRY_OWNERS: dict[str, tuple[str, str, str]] = {
     "heartbeat": (
         "the heartbeat actor, every 10 s (one attempt each)",
         "any failure but 410",
-        "the session is declared expired after `session_dead_after_s` (300 s) without a good beat",
+        "the session is declared expired after `session_dead_after_s` (7,200 s) without a good beat; a 410 ends it at once",
     ),
     "refresher": (
         "the dynamic-config refresher, every max(refresh_interval, 10) s; at start-up a failure means the defaults",

@@ -148,7 +148,10 @@ class ServiceConfig:
     # With no successful heartbeat for this long (and no 410), the session is
     # declared expired as on a 410: pending futures fail with SessionExpiredError.
     # None: never (stay "degraded" for as long as the beats fail).
-    session_dead_after_s: float | None = 300.0
+    # The official SDK never gives up on a session over failed heartbeats (it
+    # warns); 2 h matches its stuck detection, so an overloaded server that
+    # answers slowly for minutes does not cost the session.
+    session_dead_after_s: float | None = 7200.0
     poll: PollSettings = PollSettings()
     sampling_max_concurrent: int | None = None  # None: the server's sample_max_concurrent_requests
     restart_policy: RestartPolicy = RestartPolicy()

@@ -44,7 +44,7 @@ from ..wire import protobuf as wpb
 from . import admin, engine, tenancy
 from .body import ClientGone, inflate, read_body, replay_receive
 from .config import ServerConfig
-from .faults import DroppedConnection, answer_fault, deferred_send, fault_config_from_json, shed_load
+from .faults import DroppedConnection, LoadShedder, answer_fault, deferred_send, fault_config_from_json, shed_load
 from .http import ApiError, bad, decode_body, json_response
 from .idempotency import fingerprint, response_request_id
 from .limits import LimitError, check_body
@@ -121,6 +121,7 @@ class Gate:
     def __init__(self, inner: Callable[..., Awaitable[None]], server: LocalServer):
         self.inner = inner
         self.server = server
+        self.shedder = LoadShedder(server.config.max_pending_futures, server.config.shed_retry_after_s)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -176,8 +177,8 @@ class Gate:
             srv.stats.statuses[str(exc.status)] += 1
             await exc.response()(scope, receive, send)
             return
-        if name in _SUBMITS and 0 < srv.config.max_pending_futures <= srv.futures.pending:
-            await shed_load(srv.config.shed_retry_after_s, srv.stats, scope, receive, send)
+        if name in _SUBMITS and (wait := self.shedder.retry_after(srv.futures.pending, srv.futures.finished)):
+            await shed_load(wait, srv.stats, scope, receive, send)
             return
         after = None
         if name != "_local" and not path.startswith("/_local") and srv.faults.config.any_request_faults():

@@ -46,8 +46,9 @@ class ServerConfig:
     metadata_threshold_bytes: int = 64 * 1024
     seq_wait_timeout_s: float = 120.0
     # Load shedding: with this many futures accepted and not finished, a new
-    # submit (asample, forward_backward, save_*, ...) gets 429 with
-    # Retry-After: shed_retry_after_s instead of joining the queue. 0: never.
+    # submit (asample, forward_backward, save_*, ...) gets 429 with a
+    # Retry-After of the time the queue takes to drain (at least
+    # shed_retry_after_s) instead of joining it. 0: never.
     max_pending_futures: int = 1024
     shed_retry_after_s: float = 1.0
     compute_threads: int = 1

@@ -43,6 +43,7 @@ __all__ = [
     "DroppedConnection",
     "answer_fault",
     "shed_load",
+    "LoadShedder",
     "deferred_send",
     "fault_config_from_dict",
     "fault_config_from_json",
@@ -286,6 +287,40 @@ async def answer_fault(
     return False
 
 
+class LoadShedder:
+    """When the work queue is full, refuse a submit and say when to come back.
+
+    The Retry-After is the time the server needs to drain what is queued, at
+    the rate it has been finishing work (measured over windows of at least a
+    second), jittered by ±25 % so the refused clients do not all return in
+    the same instant, within [``floor_s``, 60 s]. A fixed short wait would
+    make thousands of refused submits return every second and spend the
+    server's event loop on 429s instead of work (heartbeats starved with it).
+    """
+
+    def __init__(self, limit: int, floor_s: float, *, rng: random.Random | None = None) -> None:
+        self.limit = limit
+        self.floor_s = floor_s
+        self.rate: float | None = None  # finished futures per second
+        self._mark: tuple[float, int] | None = None
+        self._rng = rng or random.Random()
+
+    def retry_after(self, pending: int, finished: int) -> float | None:
+        """Seconds to wait, or None when the submit may go on."""
+        if self.limit <= 0 or pending < self.limit:
+            self._mark = None
+            return None
+        now = anyio.current_time()
+        if self._mark is None:
+            self._mark = (now, finished)
+        elif now - self._mark[0] >= 1.0:
+            seen = (finished - self._mark[1]) / (now - self._mark[0])
+            self.rate = seen if self.rate is None else 0.5 * self.rate + 0.5 * seen
+            self._mark = (now, finished)
+        drain = pending / self.rate if self.rate else self.floor_s
+        return min(max(self.floor_s, drain * self._rng.uniform(0.75, 1.25)), 60.0)
+
+
 async def shed_load(retry_after_s: float, stats: Any, scope: Any, receive: Any, send: Send) -> None:
     """Answer 429 with Retry-After: the server has more queued work than it takes (``max_pending_futures``).
 
@@ -297,7 +332,7 @@ async def shed_load(retry_after_s: float, stats: Any, scope: Any, receive: Any, 
     await json_response(
         {"detail": "the server is busy: too much queued work; retry after the Retry-After delay"},
         status=429,
-        headers={"Retry-After": f"{retry_after_s:g}", "retry-after-ms": str(int(retry_after_s * 1000))},
+        headers={"Retry-After": f"{retry_after_s:.3g}", "retry-after-ms": str(int(retry_after_s * 1000))},
     )(scope, receive, send)
 
 

@@ -130,6 +130,7 @@ class FuturesStore:
         self._prefix = uuid.uuid4().hex[:8]
         self._counter = itertools.count(1)
         self.pending = 0  # created and not yet finished: the work the server still owes
+        self.finished = 0  # finished since the start: load shedding measures the drain rate with it
         # finished ids in completion order: the sweep only looks at the oldest
         self._done: deque[str] = deque()
         # per-sampling-session completion logs for retrieve_futures
@@ -235,6 +236,7 @@ class FuturesStore:
     # -- internals -----------------------------------------------------
     def _finish(self, fut: Future) -> None:
         self.pending -= 1
+        self.finished += 1
         fut.finished_at = self._clock()
         fut.event.set()
         self._done.append(fut.request_id)
