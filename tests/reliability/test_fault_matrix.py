@@ -194,6 +194,11 @@ ROWS: list[Row] = [
         lambda w, _: w.rest.export_session_trace(w.service.session_id)),
     Row("get_sampler", "samplers/{id}", "RestClient.get_sampler()",
         lambda w, _: w.rest.get_sampler(w.sampler.sampling_session_id)),
+    Row("get_audit_log", "audit", "RestClient.get_audit_log()", lambda w, _: w.rest.get_audit_log()),
+    Row("get_billing_usage", "billing", "RestClient.get_billing_usage()",
+        lambda w, _: w.rest.get_billing_usage("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")),
+    Row("get_current_checkpoint_storage_usage", "billing", "RestClient.get_current_checkpoint_storage_usage()",
+        lambda w, _: w.rest.get_current_checkpoint_storage_usage()),
 ]
 
 # Endpoints the matrix leaves out, and why (the doc lists them under the table).
