@@ -7,8 +7,9 @@ sheds submits with 429 + Retry-After once 1,024 futures are queued, and
 connections may time out or be reset under the storm. Each client honours the
 Retry-After and retries connection failures within the sample's budget, so
 not one sample fails, and the server computes each exactly once (its
-``work_done`` counter). On main each process saw hundreds of
-ConnectTimeout/ECONNRESET failures (asample was not retried).
+``work_done`` counter). On main (issue 10) each of 5 processes x 1,000
+samples saw hundreds of ConnectTimeout/ECONNRESET failures (asample was not
+retried).
 """
 
 from __future__ import annotations
