@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import trio
-from support import child_env, local_server
+from support import child_env, local_server, server_stats
 
 from tinker_actors.clients import load_tokenizer, open_service_client
 from tinker_actors.errors import ConfigError
@@ -190,3 +190,32 @@ def test_a_torn_last_line_is_dropped_and_a_bad_middle_line_is_named(tmp_path: Pa
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n')
     with pytest.raises(ConfigError, match=r"metrics\.jsonl:2: unreadable metrics line"):
         read_metrics(path)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [FaultConfig(seed=4, rate_5xx=0.05), FaultConfig(seed=4, rate_5xx=0.5, routes=["save_weights"])],
+    ids=["5pct-every-route", "half-the-saves"],
+)
+async def test_a_trainer_run_survives_5xx(tmp_path: Path, faults: FaultConfig) -> None:
+    """Issue 10, case 4: one injected 500 on save_weights ended the run."""
+    tok = load_tokenizer(None, BASE)
+    data = [sft_datum(tok.encode(t, add_bos=True)) for t in TEXTS]
+
+    async def train(server_dir: Path, run_dir: Path, faults: FaultConfig) -> tuple[Any, dict[str, Any]]:
+        async with local_server(server_dir, faults=faults) as url:
+            async with open_service_client(base_url=url, api_key=KEY, telemetry=False) as service:
+                config = TrainerConfig(run_dir=str(run_dir), base_model=BASE, steps=12, rank=4, learning_rate=5e-3,
+                                       checkpoint=CheckpointPolicy(every_steps=2, keep_last=2))
+                outcome = await Trainer(service, config, EpochBatches(data, 4)).run()
+            return outcome, await server_stats(url, KEY)
+
+    with trio.fail_after(300):
+        ref, _ = await train(tmp_path / "ref-server", tmp_path / "ref", FaultConfig())
+        got, stats = await train(tmp_path / "server", tmp_path / "run", faults)
+    assert stats["faults"]["5xx"] > 0
+    assert got.steps_done == 12 and not got.interrupted
+    steps = [m["step"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval" not in m]
+    assert steps == list(range(1, 13))
+    assert got.losses == pytest.approx(ref.losses, rel=1e-6, abs=1e-9)
+    assert got.last_checkpoint and got.last_checkpoint.endswith("step-000012")
