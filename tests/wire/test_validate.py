@@ -80,6 +80,19 @@ def test_negative_tokens() -> None:
     assert field_of(validate_forward_backward, [datum(target_tokens=[1, -2, 3], weights=[1.0] * 3)], "cross_entropy") == "data[0].loss_fn_inputs.target_tokens"
 
 
+@pytest.mark.parametrize("token", [2**31, 2**63, 2**64])
+def test_token_ids_past_int32_are_refused_before_sending(token: int) -> None:
+    # Token ids travel as int32: 2**63 used to pass here and fail deep in the encoder.
+    prompt = w.SampleRequest(prompt=w.ModelInput.from_ints([1, token]), sampling_params=w.SamplingParams())
+    assert field_of(validate_sample, prompt) == "prompt.chunks[0].tokens"
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64, -(2**63) - 1, float("inf")])
+def test_tensor_values_that_do_not_fit_int64_are_a_validation_error(value: float) -> None:
+    # Used to escape as a bare OverflowError from numpy.
+    assert field_of(validate_tensor, w.TensorData(data=[1, value], dtype="int64"), "x") == "x.data"
+
+
 def test_asset_pointer_refused_in_forward_backward() -> None:
     d = w.Datum(model_input=w.ModelInput(chunks=[w.ImageAssetPointerChunk(format="png", location="x", expected_tokens=1)]), loss_fn_inputs={"target_tokens": [1], "weights": [1.0]})
     assert field_of(validate_forward_backward, [d], "cross_entropy") == "data[0].model_input.chunks[0]"

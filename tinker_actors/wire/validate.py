@@ -57,6 +57,9 @@ _EXPECTED_DTYPES = {
 }
 
 
+_INT32_MAX = 2**31 - 1
+
+
 def validate_tensor(td: Any, field: str) -> None:
     """Dtype known; dense data matches its shape; CSR parts are consistent."""
     if not isinstance(td, TensorData):
@@ -65,6 +68,8 @@ def validate_tensor(td: Any, field: str) -> None:
         raise ValidationError(f"dtype must be int64 or float32, not {td.dtype!r}", field=f"{field}.dtype")
     try:
         values = td.values()
+    except OverflowError:
+        raise ValidationError(f"a value does not fit {td.dtype}", field=f"{field}.data") from None
     except (ValueError, TypeError):
         raise ValidationError("data is not a flat numeric array", field=f"{field}.data") from None
     shape = None if td.shape is None else [int(s) for s in np.asarray(td.shape).reshape(-1)]
@@ -108,9 +113,15 @@ def validate_model_input(model_input: Any, field: str, *, allow_asset_pointers: 
     for j, chunk in enumerate(model_input.chunks):
         where = f"{field}.chunks[{j}]"
         if isinstance(chunk, EncodedTextChunk):
-            tokens = np.asarray(chunk.tokens)
-            if tokens.size and (tokens.dtype.kind not in "iu" or tokens.min() < 0):
-                raise ValidationError("token ids must be non-negative integers", field=f"{where}.tokens")
+            # Token ids cross the wire as int32 (protobuf's encoded_text), so a larger id
+            # would be wrapped or refused deep inside the encoder instead of here.
+            try:
+                tokens = np.asarray(chunk.tokens)
+                bad = tokens.size and (tokens.dtype.kind not in "iu" or tokens.min() < 0 or tokens.max() > _INT32_MAX)
+            except (OverflowError, TypeError, ValueError):
+                bad = True
+            if bad:
+                raise ValidationError("token ids must be integers from 0 to 2**31-1", field=f"{where}.tokens")
         elif isinstance(chunk, ImageAssetPointerChunk) and not allow_asset_pointers:
             raise ValidationError(
                 "image asset pointers cannot be sent in forward_backward; send the image bytes (ImageChunk)",
